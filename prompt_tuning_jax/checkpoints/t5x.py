@@ -1,0 +1,347 @@
+"""Read and write T5X checkpoints without t5x (FACTS.md 'T5X checkpoints').
+
+`checkpoint_<step>/checkpoint` is a flax msgpack file:
+`{'version': 3, 'optimizer': {'target': params, 'state': {'step', 'param_states'}}}`.
+A leaf is either an inline array (msgpack ext type 1 holding (shape, dtype name, raw
+bytes)) or a tensorstore spec pointing at a gzip zarr v2 directory beside the file,
+named by the dotted path ('target.encoder.layers_0.attention.query.kernel').
+
+Reading is lazy: `open_t5x_checkpoint` parses the msgpack once (cached) and each leaf,
+or an index-slice of it, is read on demand, which is what a sharded loader needs.
+Writing is atomic: everything goes to a temporary sibling directory that is renamed
+to `checkpoint_<step>` only once it is complete and synced.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import ml_dtypes
+import msgpack
+import numpy as np
+import tensorstore as ts
+
+from prompt_tuning_jax.checkpoints import fs, tree
+from prompt_tuning_jax.checkpoints.validation import (CheckpointCorruptError, CheckpointMismatchError, ShapeDtype,
+                                                      infer_t5_config, param_shapes, validate_params)
+
+__all__ = ["T5XCheckpoint", "T5XCheckpointIndex", "CheckpointCorruptError", "CheckpointMismatchError", "ShapeDtype",
+           "open_t5x_checkpoint", "read_t5x_checkpoint", "read_t5x_variable", "read_t5x_array", "read_t5x_shapes",
+           "write_t5x_checkpoint", "cast_params", "validate_params", "infer_t5_config", "param_shapes"]
+
+_EXT_NDARRAY, _EXT_COMPLEX, _EXT_NPSCALAR = 1, 2, 3
+_CHUNKED = "__msgpack_chunked_array__"
+DEFAULT_INLINE_MAX_BYTES = 1 << 14  # norms, relpos tables and the step stay inline
+DEFAULT_CHUNK_MAX_BYTES = 64 << 20
+
+
+# ----------------------------------------------------------------------------- reading
+def _resolve(path: str) -> tuple[str, str]:
+  """(msgpack file, directory holding the zarr arrays) for any accepted path form."""
+  path = path.rstrip("/")
+  if fs.isdir(path):
+    file = f"{path}/checkpoint"
+    if not fs.exists(file):
+      raise FileNotFoundError(f"T5X checkpoint directory {path} has no 'checkpoint' msgpack file")
+    return file, path
+  if not fs.exists(path):
+    raise FileNotFoundError(f"no T5X checkpoint at {path} (expected a checkpoint_<N> directory or its "
+                            "'checkpoint' file)")
+  return path, path.rsplit("/", 1)[0] if "/" in path else "."
+
+
+def _np_dtype(name: Any) -> np.dtype:
+  """numpy dtype from a name ('float32', '<f4', 'bfloat16') or a type."""
+  return np.dtype(ml_dtypes.bfloat16) if str(name) == "bfloat16" else np.dtype(name)
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+  """flax msgpack extension types -> numpy (zero-copy, read-only views)."""
+  if code in (_EXT_NDARRAY, _EXT_NPSCALAR):
+    shape, dtype, buf = msgpack.unpackb(data, raw=False)
+    return np.frombuffer(buf, dtype=_np_dtype(dtype)).reshape(shape)
+  if code == _EXT_COMPLEX:
+    real, imag = msgpack.unpackb(data, raw=False)
+    return complex(real, imag)
+  raise ValueError(f"unknown msgpack extension type {code}")
+
+
+def _is_spec(node: Any) -> bool:
+  return isinstance(node, dict) and "driver" in node and ("kvstore" in node or "path" in node)
+
+
+def _unchunk(node: dict[str, Any]) -> np.ndarray:
+  """flax splits arrays over ~1 GiB into flat chunks: {'shape': {'0': n..}, 'chunks': {'0': a..}}."""
+  shape = [node["shape"][str(i)] for i in range(len(node["shape"]))]
+  chunks = [node["chunks"][str(i)] for i in range(len(node["chunks"]))]
+  return np.concatenate(chunks).reshape(shape)
+
+
+def _flatten_leaves(node: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
+  """Like tree.flatten, but tensorstore specs and chunked arrays are leaves."""
+  if isinstance(node, dict) and _CHUNKED in node:
+    out[prefix] = _unchunk(node)
+  elif isinstance(node, dict) and not _is_spec(node):
+    for key, value in node.items():
+      _flatten_leaves(value, f"{prefix}/{key}" if prefix else str(key), out)
+  else:
+    out[prefix] = node if _is_spec(node) else np.asarray(node)
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class T5XCheckpoint:
+  """A loaded checkpoint. params: nested dict of np.ndarray in T5X names (no 'target')."""
+  params: dict[str, Any]
+  step: int
+  path: str  # the msgpack file
+  param_states: dict[str, Any] | None = None
+
+
+class T5XCheckpointIndex:
+  """A parsed msgpack file: leaf locations and shapes; arrays read on demand."""
+
+  def __init__(self, file: str, directory: str):
+    self.file, self.directory = file, directory
+    self._stores: dict[tuple[str, bool], tuple[ts.TensorStore, str]] = {}
+    try:
+      raw = msgpack.unpackb(fs.read_bytes(file), ext_hook=_ext_hook, raw=False, strict_map_key=False)
+      optimizer = raw["optimizer"] if "optimizer" in raw else raw
+      self.target = _flatten_leaves(optimizer["target"], "", {})
+      state = optimizer.get("state", {}) or {}
+      self.states = _flatten_leaves(state.get("param_states", {}) or {}, "", {})
+      step = state.get("step")
+      if step is None:
+        match = re.search(r"checkpoint_(\d+)", file)
+        step = match.group(1) if match else 0
+      self.step = int(np.asarray(step))
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, msgpack.UnpackException) as e:
+      raise CheckpointCorruptError(f"cannot decode T5X checkpoint file {file}: {type(e).__name__}: {e}") from e
+
+  def _leaf(self, name: str, states: bool) -> Any:
+    leaves = self.states if states else self.target
+    name = name.strip("/").removeprefix("target/")
+    if name not in leaves:
+      prefix = name.rsplit("/", 1)[0]
+      near = sorted(k for k in leaves if k.startswith(prefix))[:10] or sorted(leaves)[:10]
+      raise CheckpointMismatchError(f"variable {name!r} not in T5X checkpoint {self.file}; "
+                                    f"nearby keys: {near}")
+    return leaves[name]
+
+  def shape(self, name: str, *, states: bool = False) -> ShapeDtype:
+    leaf = self._leaf(name, states)
+    if not _is_spec(leaf):
+      return ShapeDtype(tuple(leaf.shape), leaf.dtype)
+    meta = leaf.get("metadata") or {}
+    if "shape" in meta and "dtype" in meta:
+      return ShapeDtype(tuple(meta["shape"]), _np_dtype(meta["dtype"]))
+    store, _ = self._store(name, leaf, states)
+    return ShapeDtype(tuple(store.shape), np.dtype(store.dtype.numpy_dtype))
+
+  def shapes(self, *, states: bool = False) -> dict[str, ShapeDtype]:
+    """Flat {slash key: ShapeDtype} without reading array data."""
+    leaves = self.states if states else self.target
+    return {k: self.shape(k, states=states) for k in leaves}
+
+  def _store(self, name: str, spec: dict[str, Any], states: bool) -> tuple[ts.TensorStore, str]:
+    """(open zarr array, its location), opened once per index."""
+    if (name, states) not in self._stores:
+      self._stores[(name, states)] = self._open_zarr(name, spec)
+    return self._stores[(name, states)]
+
+  def _open_zarr(self, name: str, spec: dict[str, Any]) -> tuple[ts.TensorStore, str]:
+    kvstore = spec.get("kvstore") or {}
+    rel = kvstore.get("path") or spec.get("path")
+    if not isinstance(rel, str) or not rel:
+      raise CheckpointCorruptError(f"tensorstore spec for {name!r} in {self.file} has no kvstore path: {spec}")
+    # Like T5X: the path is relative to the checkpoint directory whatever the driver
+    # ('file', 'gfile', or 'gcs' with a placeholder bucket); the directory decides where.
+    location = rel if rel.startswith(("/", "gs://")) else f"{self.directory}/{rel}"
+    try:
+      store = ts.open({"driver": "zarr", "kvstore": fs.kvstore_spec(location)}, open=True, read=True).result()
+    except ValueError as e:
+      raise CheckpointCorruptError(f"cannot open zarr array {location} for {name!r} "
+                                   f"(listed in {self.file}): {e}") from e
+    want = (spec.get("metadata") or {}).get("shape")
+    if want is not None and tuple(want) != tuple(store.shape):
+      raise CheckpointCorruptError(f"zarr array {location} has shape {tuple(store.shape)} but {self.file} "
+                                   f"records {tuple(want)} for {name!r}")
+    return store, location
+
+  def read(self, name: str, index: Any = None, *, states: bool = False) -> np.ndarray:
+    """One leaf (or `leaf[index]`) as a writable np.ndarray."""
+    leaf = self._leaf(name, states)
+    if not _is_spec(leaf):
+      return np.array(leaf if index is None else leaf[index])
+    store, location = self._store(name, leaf, states)
+    _check_chunks(store, location)
+    try:
+      return np.asarray(store[index].read().result() if index is not None else store.read().result())
+    except ValueError as e:
+      raise CheckpointCorruptError(f"cannot read zarr array {location} for {name!r} "
+                                   f"(listed in {self.file}): {e}") from e
+
+
+def _check_chunks(store: ts.TensorStore, location: str) -> None:
+  """With no fill value every chunk must be stored; a missing one would read as zeros."""
+  meta = store.spec().to_json().get("metadata", {})
+  if meta.get("fill_value") is not None:
+    return
+  sep = meta.get("dimension_separator", ".")
+  grid = [-(-n // c) for n, c in zip(meta["shape"], meta["chunks"])]
+  want = {sep.join(map(str, idx)) for idx in np.ndindex(*grid)} if grid else {"0"}
+  have = {k.decode() for k in ts.KvStore.open(fs.kvstore_spec(location)).result().list().result()}
+  missing = sorted(want - have)
+  if missing:
+    raise CheckpointCorruptError(f"zarr array {location} is missing chunk files {missing[:5]} "
+                                 f"({len(missing)} of {len(want)})")
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_index(file: str, directory: str, stamp: tuple[int, int]) -> T5XCheckpointIndex:
+  del stamp  # part of the cache key only
+  return T5XCheckpointIndex(file, directory)
+
+
+def open_t5x_checkpoint(path: str) -> T5XCheckpointIndex:
+  """Parse (once, cached by file size and mtime) the msgpack file of a checkpoint."""
+  file, directory = _resolve(path)
+  return _cached_index(file, directory, fs.stamp(file))
+
+
+def read_t5x_shapes(path: str) -> dict[str, Any]:
+  """Nested dict of ShapeDtype for every target leaf; no array data is read."""
+  return tree.unflatten(open_t5x_checkpoint(path).shapes())
+
+
+def read_t5x_array(path: str, name: str, index: Any = None) -> np.ndarray:
+  """One target leaf by slash name ('encoder/layers_0/attention/query/kernel'), or a
+  slice of it (`index`, e.g. `(slice(0, 1024), slice(None))`), without the rest."""
+  return open_t5x_checkpoint(path).read(name, index)
+
+
+def read_t5x_variable(path: str, name: str) -> np.ndarray:
+  """One whole variable, e.g. the prompt 'encoder/prompt/prompt/prompt' [P, d]."""
+  return read_t5x_array(path, name)
+
+
+def _cast(arr: np.ndarray, dtype: Any) -> np.ndarray:
+  """Cast floating arrays only (the step and integer states keep their dtype)."""
+  if dtype is None or not (arr.dtype.kind == "f" or arr.dtype == ml_dtypes.bfloat16):
+    return arr
+  return arr.astype(_np_dtype(dtype))
+
+
+def cast_params(params: Mapping[str, Any], dtype: Any) -> dict[str, Any]:
+  """Cast the floating leaves of a nested dict (e.g. to 'bfloat16' for saving)."""
+  return tree.unflatten({k: _cast(np.asarray(v), dtype) for k, v in tree.flatten(params).items()})
+
+
+def read_t5x_checkpoint(path: str, *, restore_optimizer_state: bool = False, dtype: Any = None,
+                        expected: Mapping[str, Any] | None = None) -> T5XCheckpoint:
+  """Load every target array (and optionally the optimizer's param_states).
+
+  Args:
+    path: a `checkpoint_<N>` directory, its `checkpoint` file, or a single-file
+      checkpoint; local or gs://.
+    dtype: cast floating arrays to this dtype (e.g. 'float32', 'bfloat16').
+    expected: nested dict of objects with `.shape` (e.g. `jax.eval_shape` of the
+      model's init); checked against the stored shapes before any array is read.
+  """
+  index = open_t5x_checkpoint(path)
+  if expected is not None:
+    validate_params(tree.unflatten(index.shapes()), expected, source=index.file)
+  params = tree.unflatten({k: _cast(index.read(k), dtype) for k in index.target})
+  states = None
+  if restore_optimizer_state:
+    states = tree.unflatten({k: index.read(k, states=True) for k in index.states})
+  return T5XCheckpoint(params=params, step=index.step, path=index.file, param_states=states)
+
+
+# ----------------------------------------------------------------------------- writing
+def _ext_default(obj: Any) -> Any:
+  if isinstance(obj, (np.ndarray, np.generic)):
+    arr = np.asarray(obj)  # tobytes() is C order; ascontiguousarray would make 0-d arrays 1-d
+    return msgpack.ExtType(_EXT_NDARRAY, msgpack.packb((list(arr.shape), arr.dtype.name, arr.tobytes()),
+                                                       use_bin_type=True))
+  raise TypeError(f"cannot serialize {type(obj).__name__} into a T5X checkpoint")
+
+
+def _zarr_dtype(dtype: np.dtype) -> str:
+  return "bfloat16" if dtype == ml_dtypes.bfloat16 else dtype.str
+
+
+def _chunk_shape(shape: tuple[int, ...], itemsize: int, max_bytes: int) -> list[int]:
+  """Full shape, halving the largest dimension until a chunk fits in max_bytes."""
+  chunks = list(shape)
+  while int(np.prod(chunks)) * itemsize > max_bytes and max(chunks) > 1:
+    i = int(np.argmax(chunks))
+    chunks[i] = -(-chunks[i] // 2)
+  return chunks
+
+
+def _write_zarr(directory: str, dotted: str, arr: np.ndarray, chunk_max_bytes: int) -> dict[str, Any]:
+  """Write `arr` as a gzip zarr v2 array under directory/dotted; return its T5X spec."""
+  metadata = {"shape": list(arr.shape), "chunks": _chunk_shape(arr.shape, arr.dtype.itemsize, chunk_max_bytes),
+              "dtype": _zarr_dtype(arr.dtype), "compressor": {"id": "gzip", "level": 1}}
+  spec = {"driver": "zarr", "kvstore": fs.kvstore_spec(f"{directory}/{dotted}"), "metadata": metadata}
+  store = ts.open(spec, create=True, open=False).result()
+  store.write(arr).result()
+  return {"driver": "zarr", "kvstore": {"driver": "file", "path": dotted}, "metadata": metadata}
+
+
+def _leaves_to_write(prefix: str, params: Mapping[str, Any], directory: str, inline_max_bytes: int,
+                     chunk_max_bytes: int) -> dict[str, Any]:
+  flat = {}
+  for key, value in tree.flatten(params).items():
+    arr = np.asarray(value)
+    if arr.ndim == 0 or arr.nbytes <= inline_max_bytes:
+      flat[key] = arr
+    else:
+      dotted = ".".join([prefix] + key.split("/"))
+      flat[key] = _write_zarr(directory, dotted, arr, chunk_max_bytes)
+  return tree.unflatten(flat)
+
+
+def write_t5x_checkpoint(model_dir: str, params: Mapping[str, Any], step: int, *,
+                         inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
+                         param_states: Mapping[str, Any] | None = None,
+                         chunk_max_bytes: int = DEFAULT_CHUNK_MAX_BYTES, overwrite: bool = False) -> str:
+  """Write `model_dir/checkpoint_<step>/` (msgpack + zarr) atomically; return its path.
+
+  Arrays larger than `inline_max_bytes` become zarr directories named by their dotted
+  path ('target.encoder.layers_0.mlp.wo.kernel'); smaller ones are stored inline.
+  A failure at any point leaves no `checkpoint_<step>` directory behind. On gs:// the
+  final rename is a copy, so atomicity is only as good as tf.io.gfile.rename.
+  """
+  if inline_max_bytes >= 1 << 30:
+    raise ValueError(f"inline_max_bytes={inline_max_bytes} must stay below 1 GiB (msgpack limit)")
+  model_dir = model_dir.rstrip("/")
+  final = f"{model_dir}/checkpoint_{int(step)}"
+  if fs.exists(final) and not overwrite:
+    raise FileExistsError(f"T5X checkpoint {final} already exists (pass overwrite=True to replace it)")
+  tmp = f"{final}.tmp-{int(time.time())}-{uuid.uuid4().hex[:8]}"
+  try:
+    fs.makedirs(tmp)
+    target = _leaves_to_write("target", params, tmp, inline_max_bytes, chunk_max_bytes)
+    states = _leaves_to_write("state.param_states", param_states or {}, tmp, inline_max_bytes, chunk_max_bytes)
+    payload = {"version": 3, "optimizer": {"target": target, "state": {"step": np.asarray(step, np.int32),
+                                                                       "param_states": states}}}
+    fs.write_bytes(f"{tmp}/checkpoint", msgpack.packb(payload, default=_ext_default, use_bin_type=True))
+    fs.fsync_tree(tmp)
+    if fs.exists(final):  # overwrite=True: move the old one aside, then drop it
+      fs.rename(final, f"{tmp}.old")
+      fs.rename(tmp, final)
+      fs.rmtree(f"{tmp}.old")
+    else:
+      fs.rename(tmp, final)
+    fs.fsync_path(model_dir)
+  except BaseException:
+    fs.rmtree(tmp)
+    raise
+  return final

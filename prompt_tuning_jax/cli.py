@@ -1,0 +1,66 @@
+"""Flags shared by the entry points: T5X-style `--gin_file`, `--gin.NAME=VALUE`,
+`--gin_search_paths`; plus writing the operative config next to the run's outputs."""
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import pathlib
+from typing import Sequence
+
+import gin
+
+GIN_DIR = pathlib.Path(__file__).resolve().parent.parent / "gin"
+
+
+def gin_value(text: str) -> str:
+  """A binding's right-hand side: literals and @refs/%macros as given, bare text quoted,
+  so `--gin.MODEL_DIR=/tmp/run` works as well as `--gin.MODEL_DIR=\"/tmp/run\"`."""
+  text = text.strip()
+  if text[:1] in "@%" or text in ("None", "True", "False"):
+    return text
+  try:
+    ast.literal_eval(text)
+    return text
+  except (ValueError, SyntaxError):
+    return repr(text)
+
+
+def split_gin_flags(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+  """Separate `--gin.NAME=VALUE` flags (-> gin bindings) from the rest of argv."""
+  bindings, rest = [], []
+  for arg in argv:
+    if arg.startswith("--gin."):
+      name, sep, value = arg[len("--gin."):].partition("=")
+      if not sep:
+        raise SystemExit(f"flag {arg!r}: expected --gin.NAME=VALUE")
+      bindings.append(f"{name} = {gin_value(value)}")
+    else:
+      rest.append(arg)
+  return bindings, rest
+
+
+def add_gin_flags(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--gin_file", action="append", default=[], help="gin file (repeatable)")
+  parser.add_argument("--gin_search_paths", default="", help="comma-separated extra gin search paths")
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+  """Parse flags and load gin files + bindings (files found in ./, gin/ or search paths)."""
+  import prompt_tuning_jax.gin_config  # noqa: F401  (registers the configurables)
+  bindings, rest = split_gin_flags(list(argv) if argv is not None else __import__("sys").argv[1:])
+  add_gin_flags(parser)
+  args = parser.parse_args(rest)
+  for path in [p for p in args.gin_search_paths.split(",") if p] + [str(GIN_DIR), os.getcwd()]:
+    gin.add_config_file_search_path(path)
+  for f in args.gin_file:
+    if not any(os.path.exists(os.path.join(d, f)) for d in ["", str(GIN_DIR), *args.gin_search_paths.split(",")]):
+      raise SystemExit(f"--gin_file={f}: not found in ./, {GIN_DIR} or --gin_search_paths")
+  gin.parse_config_files_and_bindings(args.gin_file, bindings, finalize_config=False)
+  return args
+
+
+def write_operative_config(directory: str) -> None:
+  os.makedirs(directory, exist_ok=True)
+  with open(os.path.join(directory, "config.gin"), "w") as f:
+    f.write(gin.operative_config_str())

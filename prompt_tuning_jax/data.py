@@ -1,0 +1,118 @@
+"""SeqIO task or mixture -> fixed-shape numpy batches for the encoder-decoder.
+
+Batches have the T5X feature names (`encoder_input_tokens`, `decoder_input_tokens`,
+`decoder_target_tokens`, `decoder_loss_weights`). Training streams are deterministic for
+a seed, so a resumed run skips exactly the batches it had consumed and sees the same data
+as an uninterrupted one. Each host reads its own shard (`ShardInfo`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Iterator, Mapping
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+Batch = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Which task, how long, how many per batch."""
+  mixture_or_task_name: str = "demo_last_word_taskless"
+  mixture_or_task_module: str | None = "tasks"
+  task_feature_lengths: Mapping[str, int] = dataclasses.field(
+      default_factory=lambda: {"inputs": 512, "targets": 8})
+  batch_size: int = 32
+  train_split: str = "train"
+  eval_split: str = "validation"
+  seed: int = 0
+  pack: bool = False
+
+  def __post_init__(self):
+    if self.batch_size <= 0:
+      raise ValueError(f"DataConfig.batch_size must be > 0, got {self.batch_size}")
+    missing = {"inputs", "targets"} - set(self.task_feature_lengths)
+    if missing:
+      raise ValueError(f"DataConfig.task_feature_lengths={dict(self.task_feature_lengths)} lacks {sorted(missing)}")
+
+
+def get_task(cfg: DataConfig) -> seqio.Task | seqio.Mixture:
+  """Import the registering module, then look the name up with a helpful error."""
+  if cfg.mixture_or_task_module:
+    importlib.import_module(cfg.mixture_or_task_module)
+  try:
+    return seqio.get_mixture_or_task(cfg.mixture_or_task_name)
+  except ValueError as e:
+    known = sorted(seqio.TaskRegistry.names()) + sorted(seqio.MixtureRegistry.names())
+    raise ValueError(f"MIXTURE_OR_TASK_NAME={cfg.mixture_or_task_name!r} is not registered "
+                     f"(module {cfg.mixture_or_task_module!r}); known: {known[:40]}") from e
+
+
+def _converted(cfg: DataConfig, split: str, *, shuffle: bool, repeat: bool,
+               shard: seqio.ShardInfo | None = None) -> tf.data.Dataset:
+  task = get_task(cfg)
+  ds = task.get_dataset(dict(cfg.task_feature_lengths), split=split, shuffle=shuffle,
+                        seed=cfg.seed if shuffle else None, num_epochs=None if repeat else 1,
+                        shard_info=shard, use_cached=False)
+  converter = seqio.EncDecFeatureConverter(pack=cfg.pack)
+  return converter(ds, dict(cfg.task_feature_lengths))
+
+
+def train_batches(cfg: DataConfig, *, skip_batches: int = 0, shard_id: int = 0,
+                  num_shards: int = 1) -> Iterator[Batch]:
+  """Endless, shuffled batches of this host's data shard (`sharding.data_layout` says
+  which); `skip_batches` resumes a stream mid-way."""
+  if cfg.batch_size % num_shards:
+    raise ValueError(f"DataConfig.batch_size={cfg.batch_size} is not divisible by {num_shards} data shards")
+  per_host = cfg.batch_size // num_shards
+  shard = seqio.ShardInfo(index=shard_id, num_shards=num_shards) if num_shards > 1 else None
+  ds = _converted(cfg, cfg.train_split, shuffle=True, repeat=True, shard=shard)
+  ds = ds.batch(per_host, drop_remainder=True).skip(skip_batches).prefetch(2)
+  for batch in ds.as_numpy_iterator():
+    yield {k: np.asarray(v) for k, v in batch.items()}
+
+
+def eval_examples(cfg: DataConfig, split: str | None = None) -> list[dict]:
+  """Every example of the eval split once, with its raw text fields, in order."""
+  task = get_task(cfg)
+  ds = task.get_dataset(dict(cfg.task_feature_lengths), split=split or cfg.eval_split,
+                        shuffle=False, num_epochs=1, use_cached=False)
+  return list(ds.as_numpy_iterator())
+
+
+def pad_batch(examples: list[Batch], batch_size: int) -> tuple[Batch, np.ndarray]:
+  """Stack and zero-pad to a fixed batch size; returns the batch and a [B] validity mask."""
+  n = len(examples)
+  if n == 0 or n > batch_size:
+    raise ValueError(f"pad_batch got {n} examples for batch_size {batch_size}")
+  out = {}
+  for key in examples[0]:
+    stacked = np.stack([e[key] for e in examples])
+    pad = np.zeros((batch_size - n,) + stacked.shape[1:], stacked.dtype)
+    out[key] = np.concatenate([stacked, pad])
+  return out, np.arange(batch_size) < n
+
+
+def encdec_features(inputs: np.ndarray, targets: np.ndarray) -> Batch:
+  """Token arrays [B, L], [B, T] -> the model's features (teacher forcing, shift right)."""
+  decoder_inputs = np.zeros_like(targets)
+  decoder_inputs[:, 1:] = targets[:, :-1]
+  return {"encoder_input_tokens": inputs.astype(np.int32), "decoder_input_tokens": decoder_inputs.astype(np.int32),
+          "decoder_target_tokens": targets.astype(np.int32),
+          "decoder_loss_weights": (targets > 0).astype(np.int32)}
+
+
+def tokenize_pairs(vocab: seqio.Vocabulary, pairs: list[tuple[str, str]], lengths: Mapping[str, int],
+                   ) -> Batch:
+  """(inputs, targets) strings -> padded, EOS-terminated, truncated model features."""
+  def encode(texts: list[str], length: int) -> np.ndarray:
+    out = np.zeros((len(texts), length), np.int32)
+    for i, text in enumerate(texts):
+      ids = list(vocab.encode(text))[: length - 1] + [vocab.eos_id]
+      out[i, : len(ids)] = ids
+    return out
+  return encdec_features(encode([p[0] for p in pairs], lengths["inputs"]),
+                         encode([p[1] for p in pairs], lengths["targets"]))

@@ -1,0 +1,35 @@
+"""Train a prompt (or, with another regex, the whole model) in the T5X style.
+
+  python -m prompt_tuning_jax.train --gin_file=models/t5_1_1_base.gin \
+    --gin_file=runs/prompt_tuning.gin --gin.MODEL_DIR=/tmp/rte \
+    --gin.MIXTURE_OR_TASK_NAME=superglue_rte_taskless \
+    --gin.TASK_FEATURE_LENGTHS="{'inputs': 512, 'targets': 8}" --gin.TRAIN_STEPS=30000
+
+Multi-host (GPU clusters): add --coordinator_address=host:port --num_processes=N
+--process_id=i; TPU pods and SLURM are detected from the environment.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from prompt_tuning_jax import cli, distributed, training
+
+
+def main(argv: Sequence[str] | None = None) -> training.TrainResult:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--coordinator_address", default=None)
+  parser.add_argument("--num_processes", type=int, default=None)
+  parser.add_argument("--process_id", type=int, default=None)
+  args = cli.parse(parser, argv)
+  distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+  config = training.TrainConfig()  # every field bound by gin
+  if distributed.is_primary():
+    cli.write_operative_config(config.model_dir)
+  result = training.train(config)
+  print(f"done: step {result.step}, best {result.best}, prompt in {config.model_dir}")
+  return result
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,395 @@
+"""Where SuperGLUE examples come from: TFDS, or a local folder of JSONL files.
+
+Both sources yield the same feature dicts as TFDS `super_glue/<config>:1.0.2`
+(same keys, nesting and dtypes, labels as class indices, -1 when absent), so
+one set of preprocessors in `tasks/superglue.py` serves both.
+
+Choosing the source (read each time a dataset is built, not at import):
+
+* Default: TFDS `super_glue/<config>:1.0.2`, prepared under the TFDS data dir
+  (`PTJ_TFDS_DATA_DIR` or `set_tfds_data_dir(path)`; else TFDS's default).
+* A local folder in the official SuperGLUE layout, `<dir>/<Task>/{train,val,
+  test}.jsonl` (`AX-b/AX-b.jsonl`, `AX-g/AX-g.jsonl`), selected by ONE
+  setting, in order of precedence:
+    1. `tasks.set_data_dir("/data/SuperGLUE")` from Python;
+    2. gin: `superglue_data_dir.path = "/data/SuperGLUE"`;
+    3. the environment: `PTJ_SUPERGLUE_DIR=/data/SuperGLUE`.
+
+Offline TFDS: when the dataset is not prepared, TFDS would try to download it
+and, with no network, retry for minutes. We check first and fail in seconds
+with the two fixes. Downloading is governed by `PTJ_TFDS_DOWNLOAD` /
+`set_tfds_download(policy)`: "auto" (default: download only if the download
+host answers within 3 s), "always", or "never".
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import gin
+import seqio
+import tensorflow as tf
+
+ENV_DATA_DIR = "PTJ_SUPERGLUE_DIR"
+ENV_TFDS_DATA_DIR = "PTJ_TFDS_DATA_DIR"
+ENV_TFDS_DOWNLOAD = "PTJ_TFDS_DOWNLOAD"
+TFDS_VERSION = "1.0.2"
+DOWNLOAD_HOST = "dl.fbaipublicfiles.com"
+
+# Our task key -> (TFDS config, official folder, split -> file name).
+_STANDARD_FILES = {"train": "train.jsonl", "validation": "val.jsonl",
+                   "test": "test.jsonl"}
+CONFIGS: dict[str, tuple[str, str, Mapping[str, str]]] = {
+    "boolq": ("boolq", "BoolQ", _STANDARD_FILES),
+    "cb": ("cb", "CB", _STANDARD_FILES),
+    "copa": ("copa", "COPA", _STANDARD_FILES),
+    "multirc": ("multirc", "MultiRC", _STANDARD_FILES),
+    "record": ("record", "ReCoRD", _STANDARD_FILES),
+    "rte": ("rte", "RTE", _STANDARD_FILES),
+    "wic": ("wic", "WiC", _STANDARD_FILES),
+    "wsc": ("wsc.fixed", "WSC", _STANDARD_FILES),
+    "axb": ("axb", "AX-b", {"test": "AX-b.jsonl"}),
+    "axg": ("axg", "AX-g", {"test": "AX-g.jsonl"}),
+}
+
+# Class names in TFDS ClassLabel order (ReCoRD has none: it is extractive).
+LABEL_NAMES: dict[str, tuple[str, ...]] = {
+    "boolq": ("False", "True"),
+    "cb": ("entailment", "contradiction", "neutral"),
+    "copa": ("choice1", "choice2"), "multirc": ("False", "True"),
+    "rte": ("entailment", "not_entailment"), "wic": ("False", "True"),
+    "wsc": ("False", "True"), "axb": ("entailment", "not_entailment"),
+    "axg": ("entailment", "not_entailment"),
+}
+
+# Feature spec of each flat example: name -> kind ('str', 'int32', 'int64' for
+# labels, 'strs' for a variable-length list); 'a/b' is nested as {'a': {'b'}}.
+_TEXT_FIELDS = {
+    "boolq": ("question", "passage"), "cb": ("premise", "hypothesis"),
+    "copa": ("premise", "choice1", "choice2", "question"),
+    "rte": ("premise", "hypothesis"), "wic": ("word", "sentence1", "sentence2"),
+    "wsc": ("text", "span1_text", "span2_text"),
+    "axb": ("sentence1", "sentence2"),
+    "axg": ("premise", "hypothesis"),
+}
+_INT_FIELDS = {"wic": ("start1", "start2", "end1", "end2"),
+               "wsc": ("span1_index", "span2_index")}
+
+_settings: dict[str, Optional[str]] = {
+    "data_dir": None, "tfds_data_dir": None, "tfds_download": None}
+
+
+class SuperGlueDataError(RuntimeError):
+  """The SuperGLUE data cannot be read (offline TFDS, bad JSONL, no file)."""
+
+
+# ----------------------------------------------------------------- settings
+def set_data_dir(path: Optional[str | os.PathLike]) -> None:
+  """Reads SuperGLUE from `<path>/<Task>/*.jsonl`, not TFDS (None: unset)."""
+  _settings["data_dir"] = None if path is None else str(path)
+
+
+@gin.configurable("superglue_data_dir")
+def get_data_dir(path: Optional[str] = None) -> Optional[str]:
+  """The local SuperGLUE folder, or None to use TFDS (see module docstring)."""
+  return _settings["data_dir"] or path or os.environ.get(ENV_DATA_DIR) or None
+
+
+def set_tfds_data_dir(path: Optional[str | os.PathLike]) -> None:
+  """TFDS data dir with prepared `super_glue` (None: env var, TFDS default)."""
+  _settings["tfds_data_dir"] = None if path is None else str(path)
+
+
+def get_tfds_data_dir() -> Optional[str]:
+  return _settings["tfds_data_dir"] or os.environ.get(ENV_TFDS_DATA_DIR) or None
+
+
+def set_tfds_download(policy: Optional[str]) -> None:
+  """'auto', 'always' or 'never' (None: env var, else 'auto')."""
+  if policy is not None:
+    _parse_policy(policy, "set_tfds_download(policy)")
+  _settings["tfds_download"] = policy
+
+
+def _parse_policy(value: str, where: str) -> str:
+  v = value.strip().lower()
+  aliases = {"1": "always", "true": "always", "0": "never", "false": "never"}
+  v = aliases.get(v, v)
+  if v not in ("auto", "always", "never"):
+    raise ValueError(f"{where}={value!r}; expected 'auto', 'always' or 'never'")
+  return v
+
+
+def tfds_download_policy() -> str:
+  if _settings["tfds_download"] is not None:
+    return _parse_policy(_settings["tfds_download"],
+                         "set_tfds_download(policy)")
+  return _parse_policy(os.environ.get(ENV_TFDS_DOWNLOAD, "auto"),
+                       ENV_TFDS_DOWNLOAD)
+
+
+def network_reachable(host: str = DOWNLOAD_HOST, port: int = 443,
+                      timeout_s: float = 3.0) -> bool:
+  """True if `host:port` accepts a TCP connection within `timeout_s`.
+
+  Runs in a daemon thread so a slow DNS lookup cannot exceed the budget.
+  """
+  result = [False]
+
+  def probe():
+    try:
+      with socket.create_connection((host, port), timeout=timeout_s):
+        result[0] = True
+    except OSError:
+      pass
+
+  thread = threading.Thread(target=probe, daemon=True)
+  thread.start()
+  thread.join(timeout_s + 0.5)
+  return result[0]
+
+
+# -------------------------------------------------------------------- JSONL
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+  """Parses one JSON object per non-empty line; errors name file and line."""
+  path = Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"SuperGLUE JSONL file not found: {path}")
+  rows = []
+  with path.open(encoding="utf-8") as f:
+    for lineno, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise SuperGlueDataError(
+            f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})"
+        ) from None
+      if not isinstance(row, dict):
+        raise SuperGlueDataError(
+            f"{path}:{lineno}: expected a JSON object, found "
+            f"{type(row).__name__}")
+      rows.append(row)
+  return rows
+
+
+def _class_index(task: str, label: Any, where: str) -> int:
+  """TFDS ClassLabel index of an official label (bool, 0/1 or string)."""
+  if label is None:
+    return -1
+  names = LABEL_NAMES[task]
+  if task == "copa":  # 0 -> choice1, 1 -> choice2
+    name = "choice2" if label else "choice1"
+  elif isinstance(label, bool) or (isinstance(label, int) and label in (0, 1)):
+    name = "True" if label else "False"
+  else:
+    name = str(label)
+  if name not in names:
+    raise SuperGlueDataError(f"{where}: label {label!r} not in {names}")
+  return names.index(name)
+
+
+def _fix_wsc_span(ex: dict[str, Any], key: str) -> None:
+  """TFDS `wsc.fixed`: make a span text that is not in the text match it."""
+  text, index = ex[key + "_text"], ex[key + "_index"]
+  if text in ex["text"] or text in ("Kamenev and Zinoviev",
+                                    "Kamenev, Zinoviev, and Stalin"):
+    return
+  if "theyscold" in text:  # TFDS sets this index (its text edit is a no-op).
+    ex["span2_index"] = 10
+  words = ex["text"].split()
+  if index < len(words) and text:
+    first = words[index]
+    head = text[0].lower() if first[0].islower() else text[0].upper()
+    text = head + text[1:]
+  ex[key + "_text"] = text.rstrip(".").replace("\n", " ")
+
+
+def convert_rows(task: str, rows: Sequence[Mapping[str, Any]],
+                 source: str = "<rows>") -> list[dict[str, Any]]:
+  """Official SuperGLUE JSONL rows -> flat TFDS-style examples.
+
+  MultiRC gives one example per answer and ReCoRD one per query, as TFDS does;
+  nested keys are flattened as 'idx/paragraph'. `source` names the file in
+  errors.
+  """
+  out = []
+  for n, row in enumerate(rows, start=1):
+    where = f"{source} row {n}"
+    try:
+      out.extend(_convert_row(task, row, where))
+    except KeyError as e:
+      raise SuperGlueDataError(f"{where}: missing key {e} for task {task!r}"
+                               ) from None
+  return out
+
+
+def _convert_row(task: str, row: Mapping[str, Any], where: str) -> list[dict]:
+  if task == "multirc":
+    psg = row["passage"]
+    return [{"paragraph": psg["text"], "question": q["question"],
+             "answer": a["text"],
+             "label": _class_index(task, a.get("label"), where),
+             "idx/paragraph": row["idx"], "idx/question": q["idx"],
+             "idx/answer": a["idx"]}
+            for q in psg["questions"] for a in q["answers"]]
+  if task == "record":
+    psg = row["passage"]
+    text = psg["text"]
+    entities = sorted({text[e["start"]:e["end"] + 1] for e in psg["entities"]})
+    return [{"passage": text, "query": qa["query"], "entities": entities,
+             "answers": sorted({a["text"] for a in qa.get("answers", [])}),
+             "idx/passage": row["idx"], "idx/query": qa["idx"]}
+            for qa in row["qas"]]
+  row = dict(row)
+  if task == "wsc":
+    row.update(row["target"])
+  ex = {k: row[k] for k in _TEXT_FIELDS[task] + _INT_FIELDS.get(task, ())}
+  if task == "wsc":
+    _fix_wsc_span(ex, "span1")
+    _fix_wsc_span(ex, "span2")
+  ex["idx"] = row["idx"]
+  ex["label"] = _class_index(task, row.get("label"), where)
+  return [ex]
+
+
+def _feature_kinds(task: str) -> dict[str, str]:
+  if task == "multirc":
+    kinds = dict.fromkeys(("paragraph", "question", "answer"), "str")
+    kinds.update(dict.fromkeys(("idx/paragraph", "idx/question", "idx/answer"),
+                               "int32"))
+    return {**kinds, "label": "int64"}
+  if task == "record":
+    return {"passage": "str", "query": "str", "entities": "strs",
+            "answers": "strs", "idx/passage": "int32", "idx/query": "int32"}
+  kinds = dict.fromkeys(_TEXT_FIELDS[task], "str")
+  kinds.update(dict.fromkeys(_INT_FIELDS.get(task, ()), "int32"))
+  return {**kinds, "idx": "int32", "label": "int64"}
+
+
+def examples_to_dataset(task: str, examples: Sequence[Mapping[str, Any]]
+                        ) -> tf.data.Dataset:
+  """Flat examples -> `tf.data.Dataset` with TFDS's nesting and dtypes.
+
+  Uses `from_tensor_slices` (not `from_generator`, which can hang at exit).
+  """
+  columns: dict[str, Any] = {}
+  for key, kind in _feature_kinds(task).items():
+    values = [ex[key] for ex in examples]
+    if kind == "strs":
+      col = tf.RaggedTensor.from_row_lengths(
+          tf.constant([v for vs in values for v in vs], tf.string, [sum(
+              len(vs) for vs in values)]),
+          tf.constant([len(vs) for vs in values], tf.int64, [len(values)]))
+    else:
+      dtype = {"str": tf.string, "int32": tf.int32, "int64": tf.int64}[kind]
+      col = tf.constant(values, dtype, [len(values)])
+    outer, _, inner = key.partition("/")
+    if inner:
+      columns.setdefault(outer, {})[inner] = col
+    else:
+      columns[key] = col
+  return tf.data.Dataset.from_tensor_slices(columns)
+
+
+# ------------------------------------------------------------------ sources
+def _check_tfds_prepared(tfds_name: str, data_dir: Optional[str]) -> None:
+  """Raises fast when TFDS would have to download without network."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder = tfds.builder(tfds_name, data_dir=data_dir)
+  if builder.is_prepared():
+    return
+  policy = tfds_download_policy()
+  if policy == "always" or (policy == "auto" and network_reachable()):
+    return
+  reason = (f"downloading is off ({ENV_TFDS_DOWNLOAD} / set_tfds_download: "
+            "'never')" if policy == "never" else
+            f"{DOWNLOAD_HOST} cannot be reached (no network; "
+            f"{ENV_TFDS_DOWNLOAD}=always would try anyway)")
+  raise SuperGlueDataError(
+      f"TFDS dataset {tfds_name} is not prepared under {builder.data_dir} and "
+      f"{reason}. Either prepare it where there is network (`tfds build "
+      f"super_glue --config {tfds_name.split('/')[1].split(':')[0]}` then copy "
+      f"the TFDS data dir and set TFDS_DATA_DIR or {ENV_TFDS_DATA_DIR}), or "
+      f"point {ENV_DATA_DIR} (or tasks.set_data_dir / gin "
+      f"superglue_data_dir.path) at "
+      f"a local folder in the official SuperGLUE layout <dir>/<Task>/"
+      f"{{train,val,test}}.jsonl.")
+
+
+class SuperGlueSource(seqio.DataSource):
+  """Raw SuperGLUE examples from TFDS or JSONL files, chosen when read.
+
+  Args:
+    task: our task key ('boolq', ..., 'axb', 'axg'; see `CONFIGS`).
+    local_dir: a fixed folder holding the task's JSONL files directly (e.g.
+      the bundled samples); None follows the settings above.
+    split_files: split -> file name in that folder; defaults to the official
+      names (`train.jsonl`, `val.jsonl`, `test.jsonl`).
+    train_filter: keeps a train example when it returns a true tf.bool (WSC
+      trains on correct referents only).
+  """
+
+  def __init__(self, task: str, local_dir: Optional[str | os.PathLike] = None,
+               split_files: Optional[Mapping[str, str]] = None,
+               train_filter: Optional[Callable[[Any], tf.Tensor]] = None):
+    if task not in CONFIGS:
+      raise ValueError(f"unknown SuperGLUE task {task!r}; "
+                       f"expected one of {sorted(CONFIGS)}")
+    self._task = task
+    self._config, self._folder, default_files = CONFIGS[task]
+    self._local_dir = None if local_dir is None else Path(local_dir)
+    self._split_files = dict(split_files or default_files)
+    self._train_filter = train_filter
+    super().__init__(splits=tuple(self._split_files))
+
+  @property
+  def tfds_name(self) -> str:
+    return f"super_glue/{self._config}:{TFDS_VERSION}"
+
+  @property
+  def supports_arbitrary_sharding(self) -> bool:
+    return False
+
+  def list_shards(self, split: str) -> Sequence[str]:
+    return [split]
+
+  def _local_file(self, split: str) -> Optional[Path]:
+    if self._local_dir is not None:
+      return self._local_dir / self._split_files[split]
+    root = get_data_dir()
+    if root is None:
+      return None
+    return Path(root) / self._folder / self._split_files[split]
+
+  def get_dataset(self, split: str = "train", shuffle: bool = True,
+                  seed: Optional[int] = None, shard_info=None, *,
+                  sequence_length=None, use_cached: bool = False,
+                  num_epochs: Optional[int] = 1) -> tf.data.Dataset:
+    del sequence_length, use_cached, num_epochs
+    if split not in self._split_files:
+      raise ValueError(f"split {split!r} not in {sorted(self._split_files)} "
+                       f"for SuperGLUE task {self._task!r}")
+    path = self._local_file(split)
+    if path is None:
+      data_dir = get_tfds_data_dir()
+      _check_tfds_prepared(self.tfds_name, data_dir)
+      ds = seqio.TfdsDataSource(self.tfds_name, tfds_data_dir=data_dir,
+                                splits=[split]).get_dataset(
+                                    split, shuffle=shuffle, seed=seed,
+                                    shard_info=shard_info)
+    else:
+      examples = convert_rows(self._task, read_jsonl(path), str(path))
+      ds = examples_to_dataset(self._task, examples)
+      if shard_info is not None and shard_info.num_shards > 1:
+        ds = ds.shard(shard_info.num_shards, shard_info.index)
+      if shuffle and examples:
+        ds = ds.shuffle(len(examples), seed=seed)
+    if split == "train" and self._train_filter is not None:
+      ds = ds.filter(self._train_filter)
+    return ds

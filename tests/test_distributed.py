@@ -1,0 +1,119 @@
+"""Two real processes on this machine join one jax job over a local coordinator."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from prompt_tuning_jax import distributed
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+WORKER = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from prompt_tuning_jax import distributed, sharding
+    pid, port = int(sys.argv[1]), sys.argv[2]
+    assert distributed.initialize(f"127.0.0.1:{port}", 2, pid)
+    assert distributed.initialize(f"127.0.0.1:{port}", 2, pid)  # idempotent
+    import jax
+    from jax.experimental import multihost_utils
+    gathered = multihost_utils.process_allgather(np.array([10 * pid + 1]))
+    mesh = sharding.make_mesh(sharding.PartitionConfig(num_partitions=1))  # (4, 1) over 2 hosts
+    layout = sharding.data_layout(8, mesh)
+    rows = np.arange(8, dtype=np.float32)[layout.rows]
+    batch = sharding.make_global_batch({"x": rows}, mesh, 8)
+    total = jax.jit(lambda x: x.sum(), out_shardings=sharding.replicated(mesh))(batch["x"])
+    distributed.sync("test_done")
+    print("RESULT " + json.dumps(dict(
+        pid=pid, process_count=jax.process_count(), device_count=jax.device_count(),
+        local=jax.local_device_count(), primary=distributed.is_primary(),
+        gathered=np.asarray(gathered).ravel().tolist(), rows=[layout.rows.start, layout.rows.stop],
+        shard=[layout.shard_id, layout.num_shards], total=float(total))), flush=True)
+""")
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _run_pair(script: pathlib.Path) -> list[tuple[int, str, str]]:
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+  port = str(_free_port())
+  procs = [subprocess.Popen([sys.executable, str(script), str(i), port], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  results = []
+  try:
+    for p in procs:
+      out, err = p.communicate(timeout=120)
+      results.append((p.returncode, out, err))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  return results
+
+
+def test_two_processes_join_and_reduce(tmp_path):
+  script = tmp_path / "worker.py"
+  script.write_text(WORKER)
+  results = _run_pair(script)
+  if any(rc != 0 and "address already in use" in err.lower() for rc, _, err in results):
+    results = _run_pair(script)  # the free port was taken in between: one retry
+  parsed = []
+  for rc, out, err in results:
+    assert rc == 0, f"worker failed (rc={rc}):\n{err[-3000:]}"
+    line = [l for l in out.splitlines() if l.startswith("RESULT ")]
+    assert line, f"no result line in output:\n{out}\n{err[-2000:]}"
+    parsed.append(json.loads(line[0][len("RESULT "):]))
+  for pid, r in enumerate(parsed):
+    assert r["pid"] == pid
+    assert (r["process_count"], r["device_count"], r["local"]) == (2, 4, 2)
+    assert r["primary"] == (pid == 0)
+    assert r["gathered"] == [1, 11]
+    assert r["rows"] == [4 * pid, 4 * pid + 4]
+    assert r["shard"] == [pid, 2]
+    assert r["total"] == sum(range(8))
+
+
+def test_initialize_single_process_is_noop(monkeypatch):
+  for var in ("SLURM_JOB_ID", "OMPI_MCA_orte_hnp_uri", "TPU_WORKER_HOSTNAMES"):
+    monkeypatch.delenv(var, raising=False)
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  assert distributed.detect_cluster() is None
+  assert distributed.initialize() is False
+  assert distributed.is_primary()
+  distributed.sync("alone")  # must not block
+
+
+def test_detect_cluster_from_env(monkeypatch):
+  slurm = dict(SLURM_JOB_ID="7", SLURM_STEP_NODELIST="n[1-2]", SLURM_NTASKS="2", SLURM_PROCID="0",
+               SLURM_LOCALID="0")
+  for k, v in slurm.items():
+    monkeypatch.setenv(k, v)
+  assert distributed.detect_cluster() == "slurm"
+  monkeypatch.setenv("SLURM_NTASKS", "1")
+  assert distributed.detect_cluster() != "slurm"
+  monkeypatch.delenv("SLURM_JOB_ID")
+  monkeypatch.setenv("OMPI_MCA_orte_hnp_uri", "1.0;tcp://10.0.0.1:1234")
+  monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
+  assert distributed.detect_cluster() == "openmpi"
+
+
+def test_initialize_flag_errors():
+  with pytest.raises(ValueError, match="must be given together"):
+    distributed.initialize(coordinator_address="10.0.0.1:1234")
+  with pytest.raises(ValueError, match="host:port"):
+    distributed.initialize("10.0.0.1", 2, 0)
+  with pytest.raises(ValueError, match=r"--process_id must be in \[0, --num_processes=2\), got 2"):
+    distributed.initialize("10.0.0.1:1234", 2, 2)

@@ -1,0 +1,64 @@
+"""Tests for vocab.py, cross-checked against sentencepiece directly."""
+from __future__ import annotations
+
+import pytest
+import sentencepiece as spm
+
+from prompt_tuning_jax import vocab as vocab_lib
+
+LABELS = ["entailment", "not_entailment", "True", "False"]
+
+
+@pytest.fixture(scope="module")
+def vocab():
+  return vocab_lib.load_vocabulary()
+
+
+@pytest.fixture(scope="module")
+def sp():
+  return spm.SentencePieceProcessor(
+      model_file=str(vocab_lib.default_vocabulary_path()))
+
+
+def test_default_vocabulary_is_t5(vocab, sp):
+  assert vocab_lib.default_vocabulary_path().is_file()
+  assert sp.get_piece_size() == 32000
+  assert vocab.vocab_size == 32000 + 100  # 100 extra ids
+  assert vocab.eos_id == 1 and vocab.pad_id == 0
+
+
+def test_label_token_ids_match_sentencepiece(vocab, sp):
+  ids = vocab_lib.label_token_ids(vocab, LABELS)
+  assert ids == [sp.encode(label, out_type=int) for label in LABELS]
+  assert all(isinstance(i, int) for row in ids for i in row)
+  assert all(row and row[-1] != 1 for row in ids)  # no EOS appended
+
+
+def test_label_pieces_round_trip(vocab, sp):
+  ids = vocab_lib.label_token_ids(vocab, LABELS)
+  # Independent reading of the pieces: they decode back to the label strings.
+  assert [sp.decode(row) for row in ids] == LABELS
+  assert [sp.id_to_piece(i) for i in ids[2]] == ["▁True"]
+
+
+def test_encode_plain_ints(vocab, sp):
+  text = "premise: The cat sat. hypothesis: A cat sat."
+  assert vocab_lib.encode(vocab, text) == sp.encode(text, out_type=int)
+
+
+@pytest.mark.parametrize("labels, match", [
+    ([], "empty"),
+    (["True", ""], r"labels\[1\]"),
+    (["  "], r"labels\[0\]"),
+    ("True", "single string"),
+    ([3], r"labels\[0\] must be a str"),
+])
+def test_label_token_ids_errors(vocab, labels, match):
+  with pytest.raises(ValueError, match=match):
+    vocab_lib.label_token_ids(vocab, labels)
+
+
+def test_missing_vocabulary_names_path(tmp_path):
+  missing = tmp_path / "nope.model"
+  with pytest.raises(FileNotFoundError, match="nope.model"):
+    vocab_lib.load_vocabulary(missing)
