@@ -54,7 +54,7 @@ class OptimConfig:
 
 
 PROMPT_TUNING = OptimConfig()
-MODEL_TUNING = OptimConfig(learning_rate=1e-3, trainable_patterns=(".*",))
+MODEL_TUNING = OptimConfig(learning_rate=1e-3, multiply_by_parameter_scale=True, trainable_patterns=(".*",))
 
 
 def path_label(path: str, patterns: tuple[str, ...]) -> str:

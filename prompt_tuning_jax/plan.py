@@ -1,17 +1,27 @@
-"""Will this run fit? `python -m prompt_tuning_jax.plan --model_size xxl --topology v3-32 --num_partitions 16`.
+"""Will this run fit? Prints the per-device memory table and FITS / DOES NOT FIT.
 
-Prints the per-device memory table and FITS / DOES NOT FIT; nothing is allocated, so
-it runs on a laptop. See `planning.activation_bytes` for the activation formula.
+  python -m prompt_tuning_jax.plan --model_size xxl --topology v3-32 --num_partitions 16
+  python -m prompt_tuning_jax.plan --gin_file=models/t5_1_1_xxl.gin \
+    --gin_file=runs/prompt_tuning.gin --gin.NUM_PARTITIONS=16 --topology v3-32
+
+With gin files, the model, batch, lengths, prompt length and partitioning come from
+the bindings (T5Config, DataConfig, PromptConfig, PartitionConfig); flags given
+explicitly override them. Nothing is allocated, so this runs on a laptop. The
+activation formulas are in `planning.activation_bytes`.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from prompt_tuning_jax import planning, sharding
-from prompt_tuning_jax.config import SIZES
+from prompt_tuning_jax.config import SIZES, T5Config
+
+_RUN_DEFAULTS = dict(num_partitions=1, parameter_partitioning_dims=1, batch_size=32, input_length=512,
+                     target_length=8, prompt_length=100, mode="prompt", activation_dtype="bfloat16",
+                     dropout_rate=0.0)
 
 
 def _parse_submesh(text: str) -> tuple[int, ...]:
@@ -22,31 +32,82 @@ def _parse_submesh(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m prompt_tuning_jax.plan", description=__doc__.splitlines()[0])
-  p.add_argument("--model_size", default="xxl", choices=sorted(SIZES), help="T5 1.1 preset (config.SIZES)")
+  p = argparse.ArgumentParser(prog="python -m prompt_tuning_jax.plan", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--model_size", choices=sorted(SIZES), help="T5 1.1 preset (default xxl, or the gin T5Config)")
   p.add_argument("--topology", help="v2-8, v3-32, v4-64, v5e-16, v5p-128, v6e-8, 8xH100, 16xA100-80GB, ...")
   p.add_argument("--num_devices", type=int, help="instead of --topology: number of jax devices")
   p.add_argument("--device_memory_gib", type=float, help="instead of --topology: memory per device (GiB)")
   p.add_argument("--usable_fraction", type=float, help="share of device memory to plan for "
                  f"(default {planning.TPU_USABLE_FRACTION} on TPU, {planning.GPU_USABLE_FRACTION} on GPU)")
-  p.add_argument("--num_partitions", type=int, default=1, help="model-parallel size")
+  p.add_argument("--num_partitions", type=int, help="model-parallel size (default 1)")
   p.add_argument("--model_parallel_submesh", type=_parse_submesh, help="T5X tile, e.g. 4,4,1,2")
-  p.add_argument("--parameter_partitioning_dims", type=int, default=1, choices=(1, 2))
-  p.add_argument("--batch_size", type=int, default=32)
-  p.add_argument("--input_length", type=int, default=512)
-  p.add_argument("--target_length", type=int, default=8)
-  p.add_argument("--prompt_length", type=int, default=100)
-  p.add_argument("--mode", default="prompt", choices=("prompt", "model"))
-  p.add_argument("--activation_dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
+  p.add_argument("--parameter_partitioning_dims", type=int, choices=(1, 2))
+  p.add_argument("--batch_size", type=int, help="global batch (default 32)")
+  p.add_argument("--input_length", type=int, help="encoder tokens before the prompt (default 512)")
+  p.add_argument("--target_length", type=int, help="decoder tokens (default 8)")
+  p.add_argument("--prompt_length", type=int, help="default 100")
+  p.add_argument("--mode", choices=("prompt", "model"), help="what trains (default prompt)")
+  p.add_argument("--activation_dtype", choices=("bfloat16", "float16", "float32"), help="default bfloat16")
   p.add_argument("--param_dtype", default="float32", choices=("bfloat16", "float32"),
                  help="storage dtype of the frozen weights")
-  p.add_argument("--dropout_rate", type=float, default=0.0)
+  p.add_argument("--dropout_rate", type=float, help="default 0")
   p.add_argument("--momentum", action="store_true", help="Adafactor with a first moment")
   p.add_argument("--remat", action="store_true", help="plan for per-layer rematerialisation")
   p.add_argument("--estimate", default="fused", choices=("fused", "unfused"),
                  help="activation estimate the verdict uses: 'fused' (XLA on TPU/GPU fuses casts and "
                       "elementwise ops) or 'unfused' (JAX's raw residuals, as XLA:CPU keeps them)")
   return p
+
+
+def _gin_settings() -> tuple[T5Config | None, dict[str, Any]]:
+  """Read the run's shape from parsed gin bindings (empty where a configurable is unbound)."""
+  import gin  # pylint: disable=g-import-not-at-top
+
+  def resolve(value: Any) -> Any:
+    for _ in range(8):  # a macro may point at another macro
+      selector = getattr(value, "scoped_selector", None)
+      if selector is None:
+        return value
+      if not selector.endswith("/gin.macro"):
+        return None  # an @configurable: not a plain value
+      try:
+        value = gin.query_parameter("%" + selector[:-len("/gin.macro")])
+      except ValueError:  # unbound macro (e.g. MODEL_DIR): irrelevant here
+        return None
+    return None
+
+  def bindings(name: str) -> dict[str, Any]:
+    try:
+      raw = gin.get_bindings(name, resolve_references=False)
+    except ValueError:  # never bound in these files
+      return {}
+    return {k: resolve(v) for k, v in raw.items() if resolve(v) is not None}
+
+  t5_bindings = bindings("T5Config")
+  data, prompt = bindings("DataConfig"), bindings("PromptConfig")
+  part, optim, loss = bindings("PartitionConfig"), bindings("OptimConfig"), bindings("LossConfig")
+  found: dict[str, Any] = {}
+  lengths = data.get("task_feature_lengths") or {}
+  for key, value in (("batch_size", data.get("batch_size")), ("input_length", lengths.get("inputs")),
+                     ("target_length", lengths.get("targets")), ("prompt_length", prompt.get("length")),
+                     ("num_partitions", part.get("num_partitions")),
+                     ("model_parallel_submesh", part.get("model_parallel_submesh")),
+                     ("parameter_partitioning_dims", part.get("parameter_partitioning_dims")),
+                     ("activation_dtype", t5_bindings.get("dtype"))):
+    if value is not None:
+      found[key] = value
+  if loss.get("enable_dropout"):
+    found["dropout_rate"] = t5_bindings.get("dropout_rate", 0.0)
+  try:
+    if gin.get_bindings("TrainConfig", resolve_references=False).get("prompt", "") is None:
+      found["prompt_length"] = 0  # TrainConfig.prompt = None: model tuning without a prompt
+  except ValueError:
+    pass
+  patterns = optim.get("trainable_patterns")
+  if patterns is not None:
+    found["mode"] = "prompt" if all("prompt" in p for p in patterns) else "model"
+  return (T5Config(**t5_bindings) if t5_bindings else None), found
 
 
 def topology_from_args(args: argparse.Namespace) -> planning.Topology:
@@ -66,23 +127,41 @@ def topology_from_args(args: argparse.Namespace) -> planning.Topology:
   return topo
 
 
+def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, T5Config, dict[str, Any], str]:
+  parser = build_parser()
+  config, settings, name = None, {}, "xxl"
+  if any(a.startswith("--gin") for a in argv):
+    from prompt_tuning_jax import cli  # pylint: disable=g-import-not-at-top  (imports the data stack)
+    args = cli.parse(parser, argv)
+    config, settings = _gin_settings()
+    name = ", ".join(args.gin_file) if config is not None else name
+  else:
+    args = parser.parse_args(argv)
+  if args.model_size or config is None:
+    config, name = SIZES[args.model_size or "xxl"], args.model_size or "xxl"
+  merged = {**_RUN_DEFAULTS, "model_parallel_submesh": None, **settings}
+  merged.update({k: v for k, v in vars(args).items() if k in merged and v is not None})
+  return args, config, merged, name
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-  args = build_parser().parse_args(argv)
+  argv = list(sys.argv[1:] if argv is None else argv)
   try:
+    args, config, s, name = _parse(argv)
     topology = topology_from_args(args)
-    partition = sharding.PartitionConfig(num_partitions=args.num_partitions,
-                                         model_parallel_submesh=args.model_parallel_submesh,
-                                         parameter_partitioning_dims=args.parameter_partitioning_dims)
-    run = planning.RunShape(batch_size=args.batch_size, input_length=args.input_length,
-                            target_length=args.target_length, prompt_length=args.prompt_length,
-                            mode=args.mode, activation_dtype=args.activation_dtype,
-                            param_dtype=args.param_dtype, dropout_rate=args.dropout_rate,
-                            momentum=args.momentum, remat=args.remat, fused=args.estimate == "fused")
-    plan = planning.plan_memory(SIZES[args.model_size], topology, run, partition)
+    submesh = tuple(s["model_parallel_submesh"]) if s["model_parallel_submesh"] else None
+    partition = sharding.PartitionConfig(num_partitions=s["num_partitions"], model_parallel_submesh=submesh,
+                                         parameter_partitioning_dims=s["parameter_partitioning_dims"])
+    run = planning.RunShape(batch_size=s["batch_size"], input_length=s["input_length"],
+                            target_length=s["target_length"], prompt_length=s["prompt_length"],
+                            mode=s["mode"], activation_dtype=s["activation_dtype"], param_dtype=args.param_dtype,
+                            dropout_rate=s["dropout_rate"], momentum=args.momentum, remat=args.remat,
+                            fused=args.estimate == "fused")
+    plan = planning.plan_memory(config, topology, run, partition)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  print(planning.format_plan(plan, args.model_size, run))
+  print(planning.format_plan(plan, name, run))
   return 0
 
 

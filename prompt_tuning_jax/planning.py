@@ -4,11 +4,15 @@ Answers "does T5-XXL prompt tuning at batch 32 fit on a v3-32 with 16-way model
 parallelism?" before a pod is rented. Parameter shard sizes come from the real model
 (`t5.param_shapes`, i.e. `jax.eval_shape(model.init)`) and the real rules table
 (`sharding.standard_logical_axis_rules`): shard dim = ceil(dim / product of the mesh
-axis sizes it maps to). Activations follow `activation_bytes` (formula documented there).
+axis sizes it maps to). Activations follow `activation_bytes`, where the formulas are
+documented. There are two estimates. The fused one is the default verdict: XLA on
+TPU/GPU fuses casts and elementwise ops. The unfused one is JAX's raw residual set,
+which is what XLA:CPU keeps, and it is printed for comparison.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from typing import Any
@@ -134,13 +138,18 @@ class MemoryPlan:
 
 def param_table(config: T5Config, prompt_length: int) -> dict[str, tuple[tuple[int, ...], tuple]]:
   """'/'-name -> (global shape, logical axes) for the model (eval_shape) plus the prompt."""
-  shapes = t5.param_shapes(config)
-  specs = traverse_util.flatten_dict(nn.get_partition_spec(shapes), sep="/")
-  values = traverse_util.flatten_dict(nn.unbox(shapes), sep="/")
-  table = {name: (tuple(v.shape), tuple(specs[name])) for name, v in values.items()}
+  table = dict(_model_param_table(config))
   if prompt_length:
     table["encoder/prompt/prompt/prompt"] = ((prompt_length, config.emb_dim), ("prompt", "prompt_embed"))
   return table
+
+
+@functools.lru_cache(maxsize=16)
+def _model_param_table(config: T5Config) -> tuple[tuple[str, tuple[tuple[int, ...], tuple]], ...]:
+  shapes = t5.param_shapes(config)  # jax.eval_shape(model.init): nothing allocated
+  specs = traverse_util.flatten_dict(nn.get_partition_spec(shapes), sep="/")
+  values = traverse_util.flatten_dict(nn.unbox(shapes), sep="/")
+  return tuple((name, (tuple(v.shape), tuple(specs[name]))) for name, v in values.items())
 
 
 def shard_numel(shape: tuple[int, ...], logical_axes: tuple, rules: Any, mesh_sizes: dict[str, int]) -> int:
@@ -154,11 +163,12 @@ def shard_numel(shape: tuple[int, ...], logical_axes: tuple, rules: Any, mesh_si
   return n
 
 
-def adafactor_state_numel(shape: tuple[int, ...], momentum: bool = False) -> int:
-  """Adafactor (optax rules) state elements: factored rows+cols if the two largest dims
-  are >= 128, else a full second moment; plus a full first moment with momentum."""
+def adafactor_state_numel(shape: tuple[int, ...], momentum: bool = False, factored: bool = True) -> int:
+  """Adafactor state elements (optax's rules): rows + cols when factored and the two
+  largest dims are >= 128, else a full second moment; plus a full first moment with
+  momentum. `optim.py` forces the prompt unfactored (factored=False)."""
   numel = math.prod(shape)
-  if len(shape) >= 2 and sorted(shape)[-2] >= ADAFACTOR_MIN_DIM_TO_FACTOR:
+  if factored and len(shape) >= 2 and sorted(shape)[-2] >= ADAFACTOR_MIN_DIM_TO_FACTOR:
     order = np.argsort(shape)
     second = numel // shape[order[-1]] + numel // shape[order[-2]]
   else:
@@ -280,7 +290,8 @@ def plan_memory(config: T5Config, topology: Topology, run: RunShape,
   model = partition.model_parallel_size
   if topology.num_devices % model:
     flag = "--model_parallel_submesh" if partition.model_parallel_submesh else "--num_partitions"
-    raise ValueError(f"{flag}: model-parallel size {model} does not divide the {topology.num_devices} devices of {topology.name}")
+    raise ValueError(f"{flag}: model-parallel size {model} does not divide the "
+                     f"{topology.num_devices} devices of {topology.name}")
   data = topology.num_devices // model
   sizes, rules = {"data": data, "model": model}, partition.rules
   p_bytes = np.dtype(jax.numpy.dtype(run.param_dtype)).itemsize
@@ -293,7 +304,7 @@ def plan_memory(config: T5Config, topology: Topology, run: RunShape,
       continue
     trainable += local * 4  # trained weights stay float32
     grads += local * 4
-    state = adafactor_state_numel(shape, run.momentum)
+    state = adafactor_state_numel(shape, run.momentum, factored=not is_prompt)
     # Full-size moments shard like their param; factored row/col vectors are counted
     # whole (replicated), which over-counts by a few MB at most.
     opt += 4 * (local * state // math.prod(shape) if state >= math.prod(shape) else state)
@@ -322,7 +333,7 @@ def format_plan(plan: MemoryPlan, config_name: str, run: RunShape) -> str:
       f" + prompt {run.prompt_length}, targets {run.target_length}, activations {run.activation_dtype}",
       f"{t.name}: {t.num_devices} x {t.device_kind} ({t.device_memory_gib:g} GiB), {t.num_hosts} host(s);"
       f" mesh data={plan.mesh[0]} x model={plan.mesh[1]}",
-      f"{'component':<34}{'per device':>14}",
+      f"{'component':<40}{'per device':>14}",
   ]
   rows = [(f"frozen params ({run.param_dtype})", plan.frozen_params),
           ("trainable params (float32)", plan.trainable_params), ("gradients (float32)", plan.gradients),
@@ -330,9 +341,9 @@ def format_plan(plan: MemoryPlan, config_name: str, run: RunShape) -> str:
           (f"activations ({'fused' if run.fused else 'unfused'} estimate{', remat' if run.remat else ''})",
            plan.activations),
           ("transient (layer grads, logits)", plan.transient)]
-  lines += [f"{name:<34}{gib(n):>14}" for name, n in rows]
-  lines.append(f"{'total':<34}{gib(plan.total):>14}")
-  lines.append(f"{f'usable ({t.usable_fraction:.0%} of HBM)':<34}{gib(plan.usable):>14}")
+  lines += [f"{name:<40}{gib(n):>14}" for name, n in rows]
+  lines.append(f"{'total':<40}{gib(plan.total):>14}")
+  lines.append(f"{f'usable ({t.usable_fraction:.0%} of HBM)':<40}{gib(plan.usable):>14}")
   lines += [f"note: {n}" for n in plan.notes]
   if run.fused:
     other = plan.total - plan.activations + plan.activations_unfused

@@ -5,7 +5,7 @@ model-tuning code (every weight trainable, Adafactor) on the `demo_pretrain` mix
 three tasks that share inputs and differ only in their text prefix. The result is saved
 in T5X format (bfloat16 arrays, to keep the repository small).
 
-  python scripts/make_demo_model.py [--steps 3000] [--out prompt_tuning_jax/assets/demo_model]
+  python scripts/make_demo_model.py [--steps 1500] [--out prompt_tuning_jax/assets/demo_model]
 """
 import argparse
 import dataclasses
@@ -20,7 +20,7 @@ from prompt_tuning_jax.config import SIZES
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--steps", type=int, default=3000)
+  parser.add_argument("--steps", type=int, default=1500)
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--learning_rate", type=float, default=0.01)
   parser.add_argument("--out", default=os.path.join("prompt_tuning_jax", "assets", "demo_model"))

@@ -234,7 +234,7 @@ def to_hf_torch_model(params: Mapping[str, Any], cfg: T5Config):
   config.tie_word_embeddings = cfg.logits_via_embedding
   config.scale_decoder_outputs = cfg.logits_via_embedding
   model = transformers.T5ForConditionalGeneration(config)
-  pass  # /decoder embed_tokens share `shared`
+  model.set_input_embeddings(model.shared)  # encoder/decoder embed_tokens share `shared`
   tensors = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in state.items()}
   missing, unexpected = model.load_state_dict(tensors, strict=False)
   allowed = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}
@@ -247,6 +247,6 @@ def to_hf_torch_model(params: Mapping[str, Any], cfg: T5Config):
   tied = [model.encoder.embed_tokens.weight, model.decoder.embed_tokens.weight]
   if cfg.logits_via_embedding:
     tied.append(model.lm_head.weight)
-  if False:
+  if any(w.data_ptr() != shared for w in tied):
     raise RuntimeError("transformers did not tie the T5 input embeddings (and tied lm_head) to `shared`")
   return model.float().eval()

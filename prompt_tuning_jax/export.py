@@ -1,0 +1,72 @@
+"""Export a trained prompt for use elsewhere.
+
+  python -m prompt_tuning_jax.export --prompt=MODEL_DIR/prompt.npy --output_dir=OUT \
+    [--formats=npy,numpy_checkpoint,peft,card] [--step=N] [--base_model=google/t5-base-lm-adapt]
+    [--task=superglue_rte_taskless] [--metrics=MODEL_DIR/best/best.json]
+
+Writes OUT/prompt.npy; OUT/numpy_checkpoints/checkpoint_<step>/encoder.prompt.prompt.prompt
+(the original release's layout); OUT/peft/ (a Hugging Face PEFT prompt-tuning adapter:
+adapter_config.json + adapter_model.safetensors); OUT/model_card.json. The input may be any
+format `prompt_io.load_prompt` reads (.npy, numpy_checkpoints file, PEFT dir, T5X checkpoint).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Sequence
+
+from prompt_tuning_jax import prompt_io
+
+FORMATS = ("npy", "numpy_checkpoint", "peft", "card")
+
+
+def export_prompt(prompt_path: str, output_dir: str, *, formats: Sequence[str] = FORMATS, step: int = 0,
+                  base_model: str | None = None, task: str = "", init: str = "", metrics: dict | None = None,
+                  num_heads: int | None = None, num_layers: int | None = None) -> dict[str, str]:
+  """Write the prompt in each requested format; returns {format: path}."""
+  bad = sorted(set(formats) - set(FORMATS))
+  if bad:
+    raise ValueError(f"--formats: unknown {bad}; choose from {FORMATS}")
+  prompt = prompt_io.load_prompt(prompt_path)
+  out = {}
+  if "npy" in formats:
+    out["npy"] = str(prompt_io.save_npy(os.path.join(output_dir, "prompt.npy"), prompt))
+  if "numpy_checkpoint" in formats:
+    out["numpy_checkpoint"] = str(prompt_io.save_numpy_checkpoint(output_dir, step, prompt))
+  if "peft" in formats:
+    out["peft"] = str(prompt_io.save_peft_adapter(os.path.join(output_dir, "peft"), prompt,
+                                                  base_model_name_or_path=base_model,
+                                                  num_attention_heads=num_heads, num_layers=num_layers))
+  if "card" in formats:
+    out["card"] = str(prompt_io.write_model_card(
+        os.path.join(output_dir, "model_card.json"), backbone=base_model or "", task=task,
+        prompt_length=prompt.shape[0], init=init, steps=step, dev_metrics=metrics or {},
+        extra={"token_dim": int(prompt.shape[1])}))
+  return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--prompt", required=True)
+  parser.add_argument("--output_dir", required=True)
+  parser.add_argument("--formats", default=",".join(FORMATS))
+  parser.add_argument("--step", type=int, default=0)
+  parser.add_argument("--base_model", default=None, help="HF name or path of the frozen T5 (for PEFT)")
+  parser.add_argument("--task", default="")
+  parser.add_argument("--init", default="")
+  parser.add_argument("--metrics", default=None, help="JSON file of dev metrics for the model card")
+  args = parser.parse_args(argv)
+  metrics = None
+  if args.metrics:
+    with open(args.metrics) as f:
+      metrics = json.load(f)
+  paths = export_prompt(args.prompt, args.output_dir, formats=[f for f in args.formats.split(",") if f],
+                        step=args.step, base_model=args.base_model, task=args.task, init=args.init,
+                        metrics=metrics)
+  for fmt, path in paths.items():
+    print(f"{fmt}: {path}")
+
+
+if __name__ == "__main__":
+  main()

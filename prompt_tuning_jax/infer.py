@@ -1,0 +1,109 @@
+"""Run prompts on raw text inputs: one JSON line out per input.
+
+  python -m prompt_tuning_jax.infer --gin_file=models/t5_1_1_base.gin \
+    --gin.CHECKPOINT_PATH=... --input_file=in.jsonl --prompt=rte=rte.npy \
+    --prompt=mrpc=mrpc.npy --output_file=out.jsonl --mode=beam
+
+Inputs: JSONL (text in field --input_field, default 'inputs') or TSV (first column).
+Every input runs under every prompt, in one batch with a prompt bank; a JSONL line
+with a --prompt_field value (a prompt's NAME or index) runs under that prompt only, so
+one batch can mix tasks. Output line: {"input": ..., "outputs": [{"prompt", "output",
+"score"[, "beams"]}, ...]} in input order.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from prompt_tuning_jax import cli, decoding, eval as eval_cli, evaluation, vocab as vocab_lib
+
+
+def read_inputs(path: str, input_field: str = "inputs", prompt_field: str = "prompt",
+                ) -> list[tuple[str, Any]]:
+  """-> [(text, prompt selector or None)] from a .jsonl or .tsv file."""
+  if not os.path.isfile(path):
+    raise SystemExit(f"--input_file={path}: not found")
+  rows: list[tuple[str, Any]] = []
+  with open(path, encoding="utf-8") as f:
+    if path.endswith(".tsv"):
+      for row in csv.reader(f, delimiter="\t"):
+        if row:
+          rows.append((row[0], None))
+      return rows
+    for n, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      record = json.loads(line)
+      if input_field not in record:
+        raise SystemExit(f"{path}:{n}: no field {input_field!r} (found {sorted(record)}); see --input_field")
+      rows.append((str(record[input_field]), record.get(prompt_field)))
+  return rows
+
+
+def requests(rows: list[tuple[str, Any]], names: list[str]) -> list[tuple[int, int]]:
+  """(input index, prompt index) pairs: every prompt, or the line's own one."""
+  out = []
+  for i, (_, selector) in enumerate(rows):
+    if selector is None or not names:
+      out += [(i, k) for k in range(max(len(names), 1))]
+    elif isinstance(selector, int) and 0 <= selector < len(names):
+      out.append((i, selector))
+    elif str(selector) in names:
+      out.append((i, names.index(str(selector))))
+    else:
+      raise SystemExit(f"input {i}: prompt {selector!r} is neither a --prompt NAME {names} nor an index")
+  return out
+
+
+def tokenize(vocab: Any, texts: Sequence[str], length: int) -> np.ndarray:
+  """Texts -> EOS-terminated, truncated, 0-padded ids [N, length]."""
+  out = np.zeros((len(texts), length), np.int32)
+  for i, text in enumerate(texts):
+    ids = list(vocab.encode(text))[: length - 1] + [decoding.EOS_ID]
+    out[i, : len(ids)] = ids
+  return out
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  eval_cli.add_model_flags(parser)
+  parser.add_argument("--input_file", required=True)
+  parser.add_argument("--output_file", required=True)
+  parser.add_argument("--input_field", default="inputs")
+  parser.add_argument("--prompt_field", default="prompt")
+  parser.add_argument("--input_length", type=int, default=512)
+  parser.add_argument("--vocabulary", default=None, help="SentencePiece model (default: bundled T5)")
+  args = cli.parse(parser, argv)
+  if args.mode == "rank":
+    raise SystemExit("--mode=rank needs candidate labels; infer decodes (greedy or beam)")
+  _, model, params, names, _ = eval_cli.load_model(args.prompt)
+  vocab = vocab_lib.load_vocabulary(args.vocabulary)
+  rows = read_inputs(args.input_file, args.input_field, args.prompt_field)
+  pairs = requests(rows, names)
+  tokens = tokenize(vocab, [rows[i][0] for i, _ in pairs], args.input_length)
+  ids = np.asarray([k for _, k in pairs], np.int32)
+  predictor = evaluation.Predictor(model, max_decode_length=args.max_decode_length or 8,
+                                   num_beams=args.num_beams, alpha=args.alpha)
+  out_tokens, scores = evaluation.run_batched(
+      lambda x, p: predictor.generate(params, x, p, mode=args.mode), [tokens, ids], args.batch_size or 32)
+  outputs = evaluation.outputs_from_tokens(vocab, out_tokens, scores)
+  results = [{"input": text, "outputs": []} for text, _ in rows]
+  for r, (i, k) in enumerate(pairs):
+    item = {"prompt": names[k] if names else None, "output": outputs.texts[r], "score": float(outputs.scores[r])}
+    if outputs.beams is not None:
+      item["beams"] = [{"output": t, "score": s} for t, s in outputs.beams[r]]
+    results[i]["outputs"].append(item)
+  os.makedirs(os.path.dirname(os.path.abspath(args.output_file)), exist_ok=True)
+  with open(args.output_file, "w", encoding="utf-8") as f:
+    for rec in results:
+      f.write(json.dumps(rec) + "\n")
+  return results
+
+
+if __name__ == "__main__":
+  main()

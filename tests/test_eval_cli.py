@@ -1,0 +1,111 @@
+"""The eval and infer entry points, run in-process on a tiny random T5 ('random:0')."""
+import json
+
+import gin
+import numpy as np
+import pytest
+import seqio
+
+from prompt_tuning_jax import eval as eval_cli, infer
+
+RTE = "superglue_rte_sample_taskless"
+CB = "superglue_cb_sample_taskless"
+TINY = ["--gin.T5Config.emb_dim=16", "--gin.T5Config.num_heads=2", "--gin.T5Config.head_dim=8",
+        "--gin.T5Config.mlp_dim=32", "--gin.T5Config.num_encoder_layers=1",
+        "--gin.T5Config.num_decoder_layers=1", "--gin.T5Config.dtype='float32'",
+        "--gin.CHECKPOINT_PATH=random:0"]
+DATA = ["--gin.TASK_FEATURE_LENGTHS={'inputs': 48, 'targets': 6}", "--gin.BATCH_SIZE=16"]
+pytestmark = pytest.mark.timeout(400)
+
+
+@pytest.fixture(autouse=True)
+def clean_gin():
+  gin.clear_config()
+  yield
+  gin.clear_config()
+
+
+@pytest.fixture
+def prompts(tmp_path):
+  paths = []
+  for i in range(2):
+    path = tmp_path / f"p{i}.npy"
+    np.save(path, np.random.RandomState(i).normal(size=(4, 16)).astype(np.float32))
+    paths.append(str(path))
+  return paths
+
+
+def _read(path):
+  return [json.loads(line) for line in open(path)]
+
+
+def test_eval_rank_single_prompt(tmp_path, prompts):
+  out = tmp_path / "eval"
+  results = eval_cli.main(TINY + DATA + [f"--gin.MIXTURE_OR_TASK_NAME={RTE}", f"--prompt={prompts[0]}",
+                                         "--mode=rank", f"--output_dir={out}"])
+  summary = json.load(open(out / f"{RTE}.metrics.json"))
+  records = _read(out / f"{RTE}.predictions.jsonl")
+  assert summary["mode"] == "rank" and len(records) == 32
+  assert {r["output"] for r in records} <= {"entailment", "not_entailment"}
+  accuracy = 100.0 * np.mean([r["output"] == r["targets"] for r in records])
+  assert results[RTE]["accuracy"] == pytest.approx(accuracy)
+  assert results[RTE]["invalid_rate"] == 0.0
+  assert "T5Config.emb_dim = 16" in (out / "config.gin").read_text()
+
+
+def test_eval_ensemble_greedy(tmp_path, prompts):
+  results = eval_cli.main(TINY + DATA + [f"--gin.MIXTURE_OR_TASK_NAME={RTE}", f"--prompt={prompts[0]}",
+                                         f"--prompt={prompts[1]}", "--mode=greedy",
+                                         f"--output_dir={tmp_path}"])
+  scores = results[RTE]
+  for key in ("member_0/accuracy", "member_1/accuracy", "vote/accuracy", "average/accuracy",
+              "vote/invalid_rate"):
+    assert key in scores
+  records = _read(tmp_path / f"{RTE}.ensemble.predictions.jsonl")
+  for r in records:  # averaging rescoring picks one of the members' outputs
+    assert r["average"] in [m["output"] for m in r["members"]]
+    assert r["vote"] in [m["output"] for m in r["members"]]
+
+
+def test_eval_mixture_with_a_prompt_per_task(tmp_path, prompts):
+  name = "test_eval_cli_rte_cb"
+  if name not in seqio.MixtureRegistry.names():
+    import tasks  # noqa: F401  (registers the sample tasks)
+    seqio.MixtureRegistry.add(name, [RTE, CB], default_rate=1.0)
+  results = eval_cli.main(TINY + DATA + [f"--gin.MIXTURE_OR_TASK_NAME={name}", f"--prompt={RTE}={prompts[0]}",
+                                         f"--prompt={CB}={prompts[1]}", "--mode=rank"])
+  assert set(results) == {RTE, CB}
+  with pytest.raises(SystemExit, match="no --prompt=TASK=PATH"):
+    gin.clear_config()
+    eval_cli.main(TINY + DATA + [f"--gin.MIXTURE_OR_TASK_NAME={name}", f"--prompt={RTE}={prompts[0]}",
+                                 f"--prompt=other={prompts[1]}"])
+
+
+def test_infer_jsonl_several_prompts_and_per_line_prompt(tmp_path, prompts):
+  src = tmp_path / "in.jsonl"
+  lines = [{"inputs": "hypothesis: a cat. premise: a cat sat."}, {"inputs": "the dog barks"},
+           {"inputs": "the dog barks", "prompt": "b"}, {"inputs": "the dog barks", "prompt": 0}]
+  src.write_text("".join(json.dumps(x) + "\n" for x in lines))
+  dst = tmp_path / "out.jsonl"
+  infer.main(TINY + [f"--input_file={src}", f"--output_file={dst}", f"--prompt=a={prompts[0]}",
+                     f"--prompt=b={prompts[1]}", "--mode=beam", "--num_beams=2", "--input_length=16",
+                     "--max_decode_length=5", "--batch_size=4"])
+  out = _read(dst)
+  assert [o["input"] for o in out] == [x["inputs"] for x in lines]
+  assert [[p["prompt"] for p in o["outputs"]] for o in out] == [["a", "b"], ["a", "b"], ["b"], ["a"]]
+  both = {p["prompt"]: p for p in out[1]["outputs"]}
+  for own, prompt in ((out[2], "b"), (out[3], "a")):  # same text in a different batch mix
+    assert own["outputs"][0]["output"] == both[prompt]["output"]
+    assert own["outputs"][0]["score"] == pytest.approx(both[prompt]["score"], abs=1e-5)
+    assert len(own["outputs"][0]["beams"]) == 2
+
+
+def test_infer_tsv_greedy(tmp_path, prompts):
+  src = tmp_path / "in.tsv"
+  src.write_text("first input\tignored\nsecond input\n")
+  dst = tmp_path / "out.jsonl"
+  out = infer.main(TINY + [f"--input_file={src}", f"--output_file={dst}", f"--prompt={prompts[0]}",
+                           "--input_length=16", "--max_decode_length=4", "--batch_size=4"])
+  assert [o["input"] for o in out] == ["first input", "second input"]
+  assert all(len(o["outputs"]) == 1 and isinstance(o["outputs"][0]["score"], float) for o in out)
+  assert _read(dst) == out
