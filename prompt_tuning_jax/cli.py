@@ -51,13 +51,20 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) ->
   bindings, rest = split_gin_flags(list(argv) if argv is not None else __import__("sys").argv[1:])
   add_gin_flags(parser)
   args = parser.parse_args(rest)
-  for path in [p for p in args.gin_search_paths.split(",") if p] + [str(GIN_DIR), os.getcwd()]:
+  search = [os.getcwd(), str(GIN_DIR)] + [p for p in args.gin_search_paths.split(",") if p]
+  for path in search:
     gin.add_config_file_search_path(path)
-  for f in args.gin_file:
-    if not any(os.path.exists(os.path.join(d, f)) for d in ["", str(GIN_DIR), *args.gin_search_paths.split(",")]):
-      raise SystemExit(f"--gin_file={f}: not found in ./, {GIN_DIR} or --gin_search_paths")
-  gin.parse_config_files_and_bindings(args.gin_file, bindings, finalize_config=False)
+  gin.parse_config_files_and_bindings([_find(f, search) for f in args.gin_file], bindings, finalize_config=False)
   return args
+
+
+def _find(gin_file: str, search: list[str]) -> str:
+  """Absolute path of a --gin_file (so gin never mistakes `tests/x.gin` for a module)."""
+  for directory in search:
+    path = os.path.join(directory, gin_file)
+    if os.path.exists(path):
+      return os.path.abspath(path)
+  raise SystemExit(f"--gin_file={gin_file}: not found in {search} (add --gin_search_paths)")
 
 
 def write_operative_config(directory: str) -> None:

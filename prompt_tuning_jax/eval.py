@@ -85,12 +85,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--split", default=None, help="default: DataConfig.eval_split")
   args = cli.parse(parser, argv)
   cfg = data_config()
-  _, model, params, names, n = load_model(args.prompt)
+  task = data.get_task(cfg)
+  names = [ensemble.parse_prompt_flag(p)[0] for p in args.prompt]
+  mixture_ids = _mixture_prompt_ids(task, names) if isinstance(task, seqio.Mixture) else None
+  _, model, params, _, n = load_model(args.prompt)
   opts = dict(mode=args.mode, batch_size=args.batch_size, split=args.split, num_beams=args.num_beams,
               alpha=args.alpha, max_decode_length=args.max_decode_length, output_dir=args.output_dir)
-  task = data.get_task(cfg)
-  if isinstance(task, seqio.Mixture):
-    results = _eval_mixture(cfg, model, params, task, names, opts)
+  if mixture_ids is not None:
+    names = [t.name for t in task.tasks]
+    results = evaluation.MultiTaskEvaluator(cfg, model, names, prompt_ids=mixture_ids, **opts).evaluate(params)
   elif n > 1:
     results = {task.name: ensemble.EnsembleEvaluator(cfg, model, n, **opts)(params)}
   else:
@@ -101,18 +104,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   return results
 
 
-def _eval_mixture(cfg: data.DataConfig, model: Any, params: dict, mixture: seqio.Mixture,
-                  names: list[str], opts: dict) -> dict:
-  """Each sub-task with its own prompt (NAME=PATH), or all with the only prompt given."""
+def _mixture_prompt_ids(mixture: seqio.Mixture, names: list[str]) -> list[int]:
+  """Bank row of each sub-task: its --prompt=TASK=PATH, or the only prompt for all."""
   tasks = [t.name for t in mixture.tasks]
   if len(names) <= 1:
-    ids = [0] * len(tasks)
-  else:
-    missing = [t for t in tasks if t not in names]
-    if missing:
-      raise SystemExit(f"mixture {mixture.name!r}: no --prompt=TASK=PATH for {missing}; got names {names}")
-    ids = [names.index(t) for t in tasks]
-  return evaluation.MultiTaskEvaluator(cfg, model, tasks, prompt_ids=ids, **opts).evaluate(params)
+    return [0] * len(tasks)
+  missing = [t for t in tasks if t not in names]
+  if missing:
+    raise SystemExit(f"mixture {mixture.name!r}: no --prompt=TASK=PATH for {missing}; got names {names}")
+  return [names.index(t) for t in tasks]
 
 
 if __name__ == "__main__":

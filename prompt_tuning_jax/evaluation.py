@@ -59,7 +59,7 @@ def is_invalid(prediction: Any) -> bool:
 
 def check_mode(mode: str) -> str:
   if mode not in MODES:
-    raise ValueError(f"--mode={mode!r}; expected one of {MODES}")
+    raise ValueError(f"evaluation mode={mode!r}; expected one of {MODES}")
   return mode
 
 
@@ -257,7 +257,8 @@ def prediction_records(task_data: TaskData, outputs: Outputs, preds: Sequence[An
     if outputs.beams is not None:
       rec["beams"] = [{"output": t, "score": s} for t, s in outputs.beams[i]]
     if outputs.candidate_scores is not None:
-      rec["candidate_scores"] = {lab: float(s) for lab, s in zip(task_data.labels, outputs.candidate_scores[i])}
+      rec["candidate_scores"] = {lab: float(s)
+                                 for lab, s in zip(task_data.labels, outputs.candidate_scores[i])}
     records.append(rec)
   return records
 
@@ -311,7 +312,8 @@ def predict_tasks(predictor: Predictor, params: Any, sets: Sequence[TaskData],
         cands[row, : c.shape[0], : c.shape[1]] = c
       out = run_batched(lambda x, c, p: predictor.score(params, x, c, p), [inputs, cands, ids], batch_size)
     else:
-      out = run_batched(lambda x, p: predictor.generate(params, x, p, mode=effective), [inputs, ids], batch_size)
+      out = run_batched(lambda x, p: predictor.generate(params, x, p, mode=effective), [inputs, ids],
+                        batch_size)
     for k in group:
       rows = [row for row, (_, kk) in enumerate(order) if kk == k]
       if effective == "rank":
@@ -338,8 +340,8 @@ class MultiTaskEvaluator:
     self.batch_size = batch_size or data_config.batch_size
     self.output_dir = output_dir
     self.split = split or data_config.eval_split
-    self.predictor = Predictor(model, max_decode_length=max_decode_length or data_config.task_feature_lengths["targets"],
-                               num_beams=num_beams, alpha=alpha)
+    max_len = max_decode_length or data_config.task_feature_lengths["targets"]
+    self.predictor = Predictor(model, max_decode_length=max_len, num_beams=num_beams, alpha=alpha)
     for s in self.sets:
       if s.mode_for(self.mode) != self.mode:
         logging.warning("rank classification is not possible for %s (%s); using greedy decoding",

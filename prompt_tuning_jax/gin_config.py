@@ -21,6 +21,11 @@ def class_label_init(labels: Sequence[str], fallback: prompts.Initializer | None
   return prompts.class_labels(ids, fallback=fallback)
 
 
+def build(cls):
+  """Call a registered config class with its gin bindings (the CLIs' single use of gin)."""
+  return gin.get_configurable(cls)()
+
+
 def _register() -> None:
   for obj, module in (
       (T5Config, None), (data.DataConfig, None), (prompted.PromptConfig, None),

@@ -94,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
   outputs = evaluation.outputs_from_tokens(vocab, out_tokens, scores)
   results = [{"input": text, "outputs": []} for text, _ in rows]
   for r, (i, k) in enumerate(pairs):
-    item = {"prompt": names[k] if names else None, "output": outputs.texts[r], "score": float(outputs.scores[r])}
+    item = {"prompt": names[k] if names else None, "output": outputs.texts[r],
+            "score": float(outputs.scores[r])}
     if outputs.beams is not None:
       item["beams"] = [{"output": t, "score": s} for t, s in outputs.beams[r]]
     results[i]["outputs"].append(item)

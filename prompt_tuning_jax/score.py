@@ -15,7 +15,7 @@ from typing import Sequence
 
 import gin
 
-from prompt_tuning_jax import backbone, cli, prompt_io, prompted, scoring, vocab
+from prompt_tuning_jax import backbone, cli, gin_config, prompt_io, prompted, scoring, vocab
 from prompt_tuning_jax.config import T5Config
 
 
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--vocabulary", default=None, help="SentencePiece model (default: bundled T5 vocabulary)")
   parser.add_argument("--batch_size", type=int, default=16)
   args = cli.parse(parser, argv)
-  cfg = T5Config()
+  cfg = gin_config.build(T5Config)
   params, _ = backbone.load_frozen(gin.query_parameter("%CHECKPOINT_PATH"), cfg)
   prompt_cfg = None
   if args.prompt:

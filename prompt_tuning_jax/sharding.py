@@ -195,8 +195,9 @@ def data_layout(global_batch_size: int, mesh: Mesh) -> DataLayout:
   """Rows of the [B, ...] global batch that `jax.process_index()` must provide."""
   data = mesh.shape["data"]
   if global_batch_size % data:
-    raise ValueError(f"--batch_size {global_batch_size} is not divisible by the data-parallel size "
-                     f"{data} (devices / --num_partitions)")
+    raise ValueError(f"global batch size {global_batch_size} is not divisible by the data-parallel size "
+                     f"{data} (devices / num_partitions): change DataConfig.batch_size (BATCH_SIZE, "
+                     f"plan's --batch_size) or PartitionConfig.num_partitions")
   index_map = batch_sharding(mesh).devices_indices_map((global_batch_size,))
   owner = {d: d.process_index for d in mesh.devices.flat}
   return _layout_for(index_map, owner, jax.process_index(), global_batch_size)

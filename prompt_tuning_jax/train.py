@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from prompt_tuning_jax import cli, distributed, training
+from prompt_tuning_jax import cli, distributed, gin_config, training
 
 
 def main(argv: Sequence[str] | None = None) -> training.TrainResult:
@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> training.TrainResult:
   parser.add_argument("--process_id", type=int, default=None)
   args = cli.parse(parser, argv)
   distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
-  config = training.TrainConfig()  # every field bound by gin
+  config = gin_config.build(training.TrainConfig)  # every field bound by gin
   if distributed.is_primary():
     cli.write_operative_config(config.model_dir)
   result = training.train(config)

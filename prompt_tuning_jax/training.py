@@ -168,6 +168,8 @@ def train(cfg: TrainConfig) -> TrainResult:
   bar = tqdm.tqdm(total=cfg.train_steps, initial=start, disable=not (cfg.progress_bar and distributed.is_primary()),
                   unit="step", dynamic_ncols=True)
   with jax.set_mesh(run.mesh):
+    if run.evaluate is not None and start == 0:  # the initial prompt's score: step 0 of the curve
+      _evaluate(run, 0, writer)
     t0, steps_since = time.time(), 0
     while int(run.state.step) < cfg.train_steps and not stopped_early:
       batch = sharding.make_global_batch(next(batches), run.mesh, cfg.data.batch_size)

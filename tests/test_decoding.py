@@ -126,22 +126,23 @@ def test_beam_search_rejects_bad_options(setup):
 
 
 def test_rank_scores_match_score_fn(setup):
+  """Per-example candidates (some padded) scored with one encoder pass agree with
+  `prompted.score_fn`, which runs the whole model once per (example, candidate)."""
   model, params, inputs = setup
-  cands = np.array([[5, 9, 1], [7, 8, 1], [12, 13, 1], [20, 1, 0]], np.int32)
+  rng = np.random.RandomState(1)
+  cands = rng.randint(2, CFG.vocab_size, size=(len(inputs), 3, 4)).astype(np.int32)
+  cands[:, :, 3] = 0
+  cands[:, 0, 1:] = [decoding.EOS_ID, 0, 0]   # a one-token label
+  cands[:, 1, 2] = decoding.EOS_ID
+  cands[:, 2, 3] = decoding.EOS_ID            # length 4 uses the last column
+  cands[:3, 2] = 0                            # padding: the first 3 examples have 2 labels
   scores = np.asarray(score(model, params, inputs, cands))
-  b, c = scores.shape
-  targets = np.tile(cands, (b, 1))
+  b, c, _ = cands.shape
+  targets = cands.reshape(b * c, -1)
   batch = {"encoder_input_tokens": np.repeat(inputs, c, axis=0), "decoder_target_tokens": targets,
            "decoder_input_tokens": np.asarray(decoding.shift_right(jnp.asarray(targets)))}
   reference, _ = jax.jit(prompted.score_fn, static_argnums=0)(model, params, batch)
-  np.testing.assert_allclose(scores, np.asarray(reference).reshape(b, c), atol=1e-5)
-
-
-def test_rank_per_example_candidates_and_padding(setup):
-  model, params, inputs = setup
-  shared = np.array([[5, 1, 0], [7, 8, 1]], np.int32)
-  per_example = np.zeros((len(inputs), 3, 3), np.int32)
-  per_example[:, :2] = shared  # third candidate is padding
-  scores = np.asarray(score(model, params, inputs, per_example))
-  np.testing.assert_allclose(scores[:, :2], np.asarray(score(model, params, inputs, shared)), atol=1e-5)
-  assert (scores[:, 2] == decoding.NEG_INF).all()
+  reference = np.asarray(reference).reshape(b, c)
+  real = cands.any(-1)
+  np.testing.assert_allclose(scores[real], reference[real], atol=1e-5)
+  assert (scores[~real] == decoding.NEG_INF).all()

@@ -127,4 +127,5 @@ def test_ensemble_evaluator_metrics_match_written_predictions(tmp_path):
   assert [r["vote"] for r in records] == votes
   assert scores["vote/accuracy"] == pytest.approx(acc(votes))
   assert scores["average/accuracy"] == pytest.approx(acc([r["average"] for r in records]))
-  assert scores["member_mean/accuracy"] == pytest.approx(np.mean([scores[f"member_{k}/accuracy"] for k in range(3)]))
+  members = [scores[f"member_{k}/accuracy"] for k in range(3)]
+  assert scores["member_mean/accuracy"] == pytest.approx(np.mean(members))

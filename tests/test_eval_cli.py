@@ -100,12 +100,13 @@ def test_infer_jsonl_several_prompts_and_per_line_prompt(tmp_path, prompts):
     assert len(own["outputs"][0]["beams"]) == 2
 
 
-def test_infer_tsv_greedy(tmp_path, prompts):
+def test_infer_reads_tsv_first_column(tmp_path):
   src = tmp_path / "in.tsv"
-  src.write_text("first input\tignored\nsecond input\n")
-  dst = tmp_path / "out.jsonl"
-  out = infer.main(TINY + [f"--input_file={src}", f"--output_file={dst}", f"--prompt={prompts[0]}",
-                           "--input_length=16", "--max_decode_length=4", "--batch_size=4"])
-  assert [o["input"] for o in out] == ["first input", "second input"]
-  assert all(len(o["outputs"]) == 1 and isinstance(o["outputs"][0]["score"], float) for o in out)
-  assert _read(dst) == out
+  src.write_text("first input\tignored\nsecond input\n\n")
+  assert infer.read_inputs(str(src)) == [("first input", None), ("second input", None)]
+  with pytest.raises(SystemExit, match="no field 'text'"):
+    bad = tmp_path / "in.jsonl"
+    bad.write_text('{"inputs": "x"}\n')
+    infer.read_inputs(str(bad), input_field="text")
+  with pytest.raises(SystemExit, match="neither a --prompt NAME"):
+    infer.requests([("x", "c")], ["a", "b"])

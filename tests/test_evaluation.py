@@ -3,6 +3,7 @@
 Reference values are recomputed from the written predictions file (labels, argmax of
 the candidate scores, exact-match accuracy), never taken from the code under test.
 """
+import dataclasses
 import json
 import os
 
@@ -69,7 +70,8 @@ def test_rank_mode_writes_consistent_outputs(single, tmp_path):
   summary = json.load(open(tmp_path / f"{RTE}.step_7.metrics.json"))
   assert summary["mode"] == "rank" and summary["metrics"]["accuracy"] == pytest.approx(accuracy)
   assert os.listdir(tmp_path / "tensorboard")  # event file written
-  assert json.loads(open(tmp_path / "metrics.jsonl").readline())[f"eval/{RTE}/accuracy"] == pytest.approx(accuracy)
+  logged = json.loads(open(tmp_path / "metrics.jsonl").readline())
+  assert logged[f"eval/{RTE}/accuracy"] == pytest.approx(accuracy) and logged["step"] == 7
 
 
 def test_greedy_mode_invalid_rate(single, tmp_path):
@@ -79,12 +81,13 @@ def test_greedy_mode_invalid_rate(single, tmp_path):
   records = _read(tmp_path / f"{RTE}.predictions.jsonl")
   invalid = np.mean([r["output"].strip() not in ("entailment", "not_entailment") for r in records])
   assert scores["invalid_rate"] == pytest.approx(invalid)
-  assert scores["accuracy"] == pytest.approx(100.0 * np.mean([r["output"].strip() == r["targets"] for r in records]))
+  correct = [r["output"].strip() == r["targets"] for r in records]
+  assert scores["accuracy"] == pytest.approx(100.0 * np.mean(correct))
 
 
 def test_rank_falls_back_to_greedy_without_labels(single, tmp_path):
   model, _ = single
-  cfg = DATA.__class__(**{**DATA.__dict__, "mixture_or_task_name": "superglue_wsc_sample_taskless"})
+  cfg = dataclasses.replace(DATA, mixture_or_task_name="superglue_wsc_sample_taskless")
   ev = evaluation.Evaluator(cfg, model, mode="rank")
   assert ev.mode == "greedy"
   with pytest.raises(ValueError, match="mode"):
@@ -103,7 +106,7 @@ def test_mixed_task_batches_match_each_prompt_alone(single, tmp_path):
   mixed = multi.evaluate(bank_params)
   assert set(mixed) == {RTE, CB}
   for name, k in ((RTE, 1), (CB, 0)):
-    cfg = DATA.__class__(**{**DATA.__dict__, "mixture_or_task_name": name})
+    cfg = dataclasses.replace(DATA, mixture_or_task_name=name)
     alone = evaluation.Evaluator(cfg, model, mode="rank", output_dir=str(tmp_path / name))(
         prompted.set_prompt(params, bank[k]))
     assert alone == pytest.approx(mixed[name])

@@ -153,7 +153,7 @@ def test_make_global_batch_single_host():
   batch = sharding.make_global_batch({"inputs": rows}, mesh, 8)
   assert batch["inputs"].sharding.shard_shape((8, 3)) == (2, 3)
   np.testing.assert_array_equal(np.asarray(batch["inputs"]), rows)
-  with pytest.raises(ValueError, match="--batch_size 6 is not divisible.*4"):
+  with pytest.raises(ValueError, match="batch size 6 is not divisible.*4"):
     sharding.data_layout(6, mesh)
   with pytest.raises(ValueError, match="'inputs' has 5 rows"):
     sharding.make_global_batch({"inputs": rows[:5]}, mesh, 8)

@@ -1,0 +1,119 @@
+"""Run the paper's experiments and collect their tables and plots.
+
+  python -m prompt_tuning_jax.reproduce --experiment=main --root=/data/paper --dry-run
+  python -m prompt_tuning_jax.reproduce --experiment=main --sizes=small,base --root=/data/paper
+  python -m prompt_tuning_jax.reproduce --experiment=ensemble --root=gs://bucket/paper \
+      --launcher=tpu --tpu_args="--name my-v3-32 --zone europe-west4-a" --gin.NUM_PARTITIONS=16
+  python -m prompt_tuning_jax.reproduce aggregate --root=/data/paper [--experiment=main,init]
+  python -m prompt_tuning_jax.reproduce list
+
+Experiments: main (Figure 1, prompt tuning), model_tuning (Figure 1, baseline),
+prompt_length / init / frozen_model (Figure 3 a-c), ensemble (Table 3), transfer (Table 2).
+Each run is one `python -m prompt_tuning_jax.train` (MODEL_DIR under --root); finished runs
+are skipped and interrupted ones resume. Extra `--gin.NAME=VALUE` flags go to every run.
+`--launcher=tpu` starts this queue on the TPU VM through run_tpu.sh (runs stay sequential).
+Paths given in --gin flags must be absolute: runs start in the gin/ folder.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+from typing import Sequence
+
+from prompt_tuning_jax import cli, reproduction as rp
+
+DEFAULT_ROOT = "paper_runs"
+
+
+def _names(text: str | None) -> list[str] | None:
+  return [p for p in text.split(",") if p] if text else None
+
+
+def _split(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+  """(--gin.NAME=VALUE flags, the rest); the gin flags are checked here, not at launch."""
+  extra = [a for a in argv if a.startswith("--gin.")]
+  cli.split_gin_flags(extra)
+  return extra, [a for a in argv if not a.startswith("--gin.")]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--root", default=DEFAULT_ROOT, help="folder (or gs:// URL) holding every run")
+  parser.add_argument("--sizes", default=None, help=f"comma-separated, of {','.join(rp.SIZES)}")
+  parser.add_argument("--tasks", default=None, help="comma-separated task keys, e.g. rte,cb")
+
+
+def run_main(argv: Sequence[str]) -> int:
+  extra, rest = _split(argv)
+  parser = argparse.ArgumentParser(prog="python -m prompt_tuning_jax.reproduce", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--experiment", required=True, choices=sorted(rp.EXPERIMENTS), metavar="NAME")
+  _common(parser)
+  parser.add_argument("--launcher", default="local", choices=("local", "tpu"))
+  parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+                      help="list every run with its status and command; run nothing")
+  parser.add_argument("--keep_going", action="store_true", help="continue after a failed run")
+  parser.add_argument("--tpu_args", default="", help="run_tpu.sh global options, e.g. '--name N --zone Z'")
+  args = parser.parse_args(rest)
+  exp = rp.EXPERIMENTS[args.experiment]
+  runs = rp.expand(exp, args.root, sizes=_names(args.sizes), tasks=_names(args.tasks), extra=extra)
+  if args.launcher == "tpu":
+    remote = [f"--experiment={exp.name}", f"--root={rp.absolute(args.root)}"]
+    remote += [f"--{k}={v}" for k, v in (("sizes", args.sizes), ("tasks", args.tasks)) if v]
+    remote += (["--keep_going"] if args.keep_going else []) + extra
+    command = rp.tpu_command(remote, shlex.split(args.tpu_args), f"reproduce_{exp.name}")
+    print(f"{exp.name}: {len(runs)} runs, queued on the TPU VM with:\n  {shlex.join(command)}")
+    return 0 if args.dry_run else subprocess.run(command).returncode
+  if args.dry_run:
+    print(f"{exp.name} ({exp.reproduces}): {len(runs)} runs under {rp.absolute(args.root)}")
+    for i, run in enumerate(runs, 1):
+      print(f"[{i}] {rp.status(run)} {run.name}\n  {run.shell()}")
+    return 0
+  outcomes = rp.launch_local(runs, keep_going=args.keep_going)
+  failed = [n for n, o in outcomes.items() if o.startswith("failed")]
+  print(f"{exp.name}: " + ", ".join(f"{o} {sum(v == o for v in outcomes.values())}"
+                                    for o in sorted(set(outcomes.values()))))
+  return 1 if failed else 0
+
+
+def aggregate_main(argv: Sequence[str]) -> int:
+  from prompt_tuning_jax import reproduction_report  # matplotlib only here
+  extra, rest = _split(argv)
+  parser = argparse.ArgumentParser(prog="python -m prompt_tuning_jax.reproduce aggregate",
+                                   description="Tables (Markdown, CSV) and plots (PNG) of finished runs.")
+  parser.add_argument("--experiment", default=None,
+                      help="comma-separated (default: every experiment except the demo)")
+  _common(parser)
+  parser.add_argument("--out", default=None, help="output folder (default: ROOT/results)")
+  args = parser.parse_args(rest)
+  names = _names(args.experiment) or [n for n, e in rp.EXPERIMENTS.items() if not e.hidden]
+  written = reproduction_report.aggregate(args.root, names, sizes=_names(args.sizes), tasks=_names(args.tasks),
+                                          out_dir=args.out, extra=extra)
+  for name, files in written.items():
+    print(f"{name}: " + ", ".join(files))
+  return 0
+
+
+def list_main() -> int:
+  for name, exp in rp.EXPERIMENTS.items():
+    if not exp.hidden:
+      runs = rp.expand(exp, DEFAULT_ROOT)
+      print(f"{name:14s} {len(runs):4d} runs  {exp.reproduces}")
+  return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  try:
+    if argv[:1] == ["aggregate"]:
+      return aggregate_main(argv[1:])
+    if argv[:1] == ["list"]:
+      return list_main()
+    return run_main(argv[1:] if argv[:1] == ["run"] else argv)
+  except ValueError as e:
+    raise SystemExit(f"reproduce: {e}") from None
+
+
+if __name__ == "__main__":
+  sys.exit(main())

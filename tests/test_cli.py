@@ -1,0 +1,90 @@
+"""Entry points driven like a user would: T5X-style gin flags, files in, files out."""
+import json
+import subprocess
+import sys
+
+import gin
+import jax
+import numpy as np
+import pytest
+import torch
+
+from prompt_tuning_jax import backbone, score, train, vocab
+from prompt_tuning_jax.checkpoints import hf
+from prompt_tuning_jax.config import SIZES
+
+FIXTURE = "tests/testdata/t5x_checkpoints/test_t5_tiny.checkpoint_0"
+
+
+@pytest.fixture(autouse=True)
+def _clean_gin():
+  gin.clear_config()
+  yield
+  gin.clear_config()
+
+
+def _hf_log_likelihood(params, cfg, inputs, targets):
+  v = vocab.load_vocabulary()
+  model = hf.to_hf_torch_model(params, cfg)
+  enc = torch.tensor([list(v.encode(inputs)) + [1]])
+  tgt = list(v.encode(targets)) + [1]
+  dec_in = torch.tensor([[0] + tgt[:-1]])
+  with torch.no_grad():
+    logp = torch.log_softmax(model(input_ids=enc, decoder_input_ids=dec_in).logits, -1)[0]
+  return float(sum(logp[i, t] for i, t in enumerate(tgt))), [float(logp[i, t]) for i, t in enumerate(tgt)]
+
+
+def test_score_matches_huggingface_log_likelihoods(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path.parent)  # gin files and fixtures are found from the repo, not cwd
+  repo = __import__("pathlib").Path(__file__).parents[1]
+  pairs = [{"inputs": "rte hypothesis: A dog runs. premise: An animal moves fast.", "targets": "entailment"},
+           {"inputs": "wic sentence1: bank of a river sentence2: a bank loan word: bank", "targets": "False"}]
+  src = tmp_path / "pairs.jsonl"
+  src.write_text("\n".join(json.dumps(p) for p in pairs) + "\n")
+  out = tmp_path / "scores.jsonl"
+  score.main([f"--gin_file=tests/tiny_inline.gin", f"--gin.CHECKPOINT_PATH={repo / FIXTURE}",
+              f"--input_file={src}", f"--output_file={out}"])
+  rows = [json.loads(l) for l in out.read_text().splitlines()]
+  params, _ = backbone.load_frozen(str(repo / FIXTURE), SIZES["tiny_inline"])
+  params = jax.device_get(params)
+  for row, pair in zip(rows, pairs):
+    total, per_token = _hf_log_likelihood(params, SIZES["tiny_inline"], pair["inputs"], pair["targets"])
+    assert row["inputs"] == pair["inputs"]
+    np.testing.assert_allclose(row["score"], total, rtol=1e-5)
+    np.testing.assert_allclose(row["token_log_probs"], per_token, rtol=1e-5, atol=1e-6)
+    assert row["target_ids"][-1] == 1  # EOS appended
+
+
+def test_score_names_the_malformed_line(tmp_path):
+  src = tmp_path / "bad.jsonl"
+  src.write_text('{"inputs": "a", "targets": "b"}\n{"inputs": "no target"}\n')
+  with pytest.raises(SystemExit, match="bad.jsonl:2"):
+    score.main(["--gin_file=tests/tiny_inline.gin", f"--gin.CHECKPOINT_PATH={FIXTURE}",
+                f"--input_file={src}", f"--output_file={tmp_path / 'o.jsonl'}"])
+
+
+def test_train_cli_t5x_style_flags(tmp_path):
+  model_dir = tmp_path / "run"
+  result = train.main([
+      "--gin_file=tests/tiny_inline.gin", "--gin_file=runs/prompt_tuning.gin",
+      f"--gin.MODEL_DIR={model_dir}", "--gin.MIXTURE_OR_TASK_NAME=superglue_rte_sample_taskless",
+      "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 4}", f"--gin.INITIAL_CHECKPOINT_PATH={FIXTURE}",
+      "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=8", "--gin.PROMPT_LENGTH=3", "--gin.EVAL_PERIOD=2",
+      "--gin.TrainConfig.progress_bar=False"])
+  assert result.step == 2
+  assert np.load(model_dir / "prompt.npy").shape == (3, 8)
+  operative = (model_dir / "config.gin").read_text()
+  assert "PROMPT_LENGTH = 3" in operative and "PromptConfig.length = %PROMPT_LENGTH" in operative
+  evals = [json.loads(l) for l in (model_dir / "metrics.jsonl").read_text().splitlines() if '"eval/' in l]
+  assert evals and "eval/accuracy" in evals[-1]
+
+
+def test_unknown_gin_file_is_named(tmp_path):
+  with pytest.raises(SystemExit, match="no_such.gin"):
+    train.main(["--gin_file=no_such.gin", f"--gin.MODEL_DIR={tmp_path}"])
+
+
+@pytest.mark.timeout(300)
+def test_module_entry_point_runs(tmp_path):
+  out = subprocess.run([sys.executable, "-m", "prompt_tuning_jax.convert", "--help"], capture_output=True, text=True)
+  assert out.returncode == 0 and "--from_format" in out.stdout

@@ -1,0 +1,140 @@
+"""Multi-host training shown on one machine.
+
+Two processes joined by `jax.distributed` (coordinator on 127.0.0.1, 2 CPU devices each)
+train the real tiny T5X fixture for a few steps, checkpoint, are relaunched to resume,
+and must end where one process training straight through ends: same per-step losses
+(so the same global batches) and the same prompt, to float32 tolerance (the device
+counts differ, so reductions may round differently).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from prompt_tuning_jax import data, prompted, training
+from test_training import tiny_config
+
+HERE = pathlib.Path(__file__).resolve().parent
+WORKER = HERE / "multihost_worker.py"
+STEPS = 2  # per launch: the second launch resumes at STEPS and trains to 2 * STEPS
+LAUNCH_TIMEOUT_S = 300
+NUM_PROCESSES = 2
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _tail(path: pathlib.Path, n: int = 3000) -> str:
+  """The informative end of a worker's log (TF/XLA banners and Gloo chatter dropped)."""
+  lines = [l for l in path.read_text(errors="replace").splitlines()
+           if not l.startswith(("I0000", "W0000", "[Gloo]", "WARNING: All log messages"))]
+  return "\n".join(lines)[-n:]
+
+
+def _launch_once(model_dir: pathlib.Path, steps: int, logs: pathlib.Path) -> list[tuple[int | None, pathlib.Path, pathlib.Path]]:
+  """Start both processes, wait for both (killing the survivor if one fails early)."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             PYTHONPATH=os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]),
+             TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1",
+             # the relaunch reuses the first launch's compiled step
+             JAX_COMPILATION_CACHE_DIR=str(logs.parent / "jax_cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  port = str(_free_port())
+  logs.mkdir(parents=True, exist_ok=True)
+  procs, files = [], []
+  for pid in range(NUM_PROCESSES):
+    out, err = logs / f"worker{pid}.out", logs / f"worker{pid}.err"
+    with open(out, "w") as fo, open(err, "w") as fe:
+      procs.append(subprocess.Popen(
+          [sys.executable, str(WORKER), str(pid), str(NUM_PROCESSES), port, str(model_dir), str(steps),
+           str(STEPS)], env=env, cwd=HERE.parent, stdout=fo, stderr=fe))
+    files.append((out, err))
+  deadline = time.time() + LAUNCH_TIMEOUT_S
+  try:
+    while time.time() < deadline:
+      codes = [p.poll() for p in procs]
+      if all(c is not None for c in codes) or any(c not in (None, 0) for c in codes):
+        break
+      time.sleep(0.2)
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  return [(p.returncode, out, err) for p, (out, err) in zip(procs, files)]
+
+
+def _launch(model_dir: pathlib.Path, steps: int, logs: pathlib.Path) -> list[dict]:
+  """Run the two-process job to `steps`; returns each process's RESULT dict, in order."""
+  results = _launch_once(model_dir, steps, logs)
+  if any(rc != 0 and "already in use" in err.read_text(errors="replace").lower() for rc, _, err in results):
+    results = _launch_once(model_dir, steps, logs / "retry")  # the free port was taken meanwhile
+  parsed = []
+  for pid, (rc, out, err) in enumerate(results):
+    assert rc == 0, (f"multi-host worker {pid} (train_steps={steps}) "
+                     f"{'timed out' if rc == -9 else f'exited with rc={rc}'}; stderr tail:\n{_tail(err)}")
+    lines = [l for l in out.read_text().splitlines() if l.startswith("RESULT ")]
+    assert lines, f"worker {pid} printed no RESULT line; stdout:\n{out.read_text()[-2000:]}\nstderr:\n{_tail(err)}"
+    parsed.append(json.loads(lines[-1][len("RESULT "):]))
+  return parsed
+
+
+def _train_metrics(model_dir: pathlib.Path) -> list[dict]:
+  rows = [json.loads(l) for l in open(model_dir / "metrics.jsonl")]
+  return [r for r in rows if "train/cross_entropy" in r]
+
+
+def test_each_host_reads_its_rows_of_the_single_host_batches():
+  """Host 1 of 2 gets rows [4, 8) of the global batch a single host would build, also
+  after a resume (skip_batches), so multi-host runs see the same data."""
+  cfg = tiny_config("unused").data
+  whole = next(data.train_batches(cfg, skip_batches=3))
+  second_half = next(data.train_batches(cfg, skip_batches=3, shard_id=1, num_shards=2))
+  assert set(second_half) == set(whole) == {"encoder_input_tokens", "decoder_input_tokens",
+                                            "decoder_target_tokens", "decoder_loss_weights"}
+  for key, value in whole.items():
+    assert value.shape[0] == 8, key
+    np.testing.assert_array_equal(second_half[key], value[4:], err_msg=key)
+  assert not np.array_equal(whole["encoder_input_tokens"][:4], whole["encoder_input_tokens"][4:])
+  with pytest.raises(ValueError, match=r"shard_id must be in \[0, 2\), got 2"):
+    next(data.train_batches(cfg, shard_id=2, num_shards=2))
+
+
+@pytest.mark.timeout(3 * LAUNCH_TIMEOUT_S)
+def test_two_processes_train_checkpoint_resume_and_match_one_process(tmp_path):
+  multi = tmp_path / "multi"
+  first = _launch(multi, STEPS, tmp_path / "logs1")
+  assert [r["pid"] for r in first] == [0, 1]
+  assert all((r["process_count"], r["device_count"], r["step"]) == (2, 4, STEPS) for r in first)
+  assert (multi / "train_state" / str(STEPS)).is_dir(), f"no checkpoint under {multi / 'train_state'}"
+  second = _launch(multi, 2 * STEPS, tmp_path / "logs2")
+  assert all(r["step"] == 2 * STEPS for r in second)
+  assert (multi / "train_state" / str(2 * STEPS)).is_dir()
+  # Both processes hold the same (replicated) prompt, and the primary exported it once.
+  np.testing.assert_array_equal(second[0]["prompt"], second[1]["prompt"])
+  exported = np.load(multi / "prompt.npy")
+  np.testing.assert_array_equal(exported, np.asarray(second[0]["prompt"], np.float32))
+  assert not np.allclose(first[0]["prompt"], exported), "the resumed launch did not train"
+  # The relaunch resumed at STEPS (a restart would log steps 1.. again); one writer only.
+  multi_metrics = _train_metrics(multi)
+  assert [r["step"] for r in multi_metrics] == list(range(1, 2 * STEPS + 1))
+
+  single_dir = tmp_path / "single"
+  single = training.train(tiny_config(single_dir, train_steps=2 * STEPS, checkpoint_period=STEPS))
+  single_metrics = _train_metrics(single_dir)
+  for m, s in zip(multi_metrics, single_metrics):  # same global batch at every step
+    np.testing.assert_allclose(m["train/cross_entropy"], s["train/cross_entropy"], rtol=1e-5,
+                               err_msg=f"step {m['step']}: multi-host loss differs from single-process")
+  single_prompt = np.asarray(prompted.get_prompt(single.trainable), np.float32)
+  np.testing.assert_allclose(exported, single_prompt, rtol=1e-5, atol=1e-6)
