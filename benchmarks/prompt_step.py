@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--steps", type=int, default=3, help="timed steps after warm-up")
   p.add_argument("--warmup", type=int, default=1)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--dtype", default="float32", help="T5Config.dtype (activations); params stay float32")
   p.add_argument("--ceiling_gflops", type=float, default=None,
                  help="matmul ceiling (wall GFLOP/s); measured with matmul_ceiling.py when omitted")
   p.add_argument("--with_peft", action="store_true", help="also run the PEFT peer with matching settings")
@@ -63,7 +64,7 @@ def _setup(args: argparse.Namespace, mode: str):
   from prompt_tuning_jax.config import SIZES
   if args.size not in SIZES:
     raise ValueError(f"--size={args.size!r}; expected one of {sorted(SIZES)}")
-  cfg = SIZES[args.size]
+  cfg = SIZES[args.size].replace(dtype=args.dtype)
   frozen, _ = backbone.load_frozen(f"random:{args.seed}", cfg)
   if mode == "prompt":
     prompt_cfg, optim_cfg, input_len = prompted.PromptConfig(length=args.prompt_len), optim.PROMPT_TUNING, args.input_len
@@ -193,8 +194,8 @@ def main() -> None:
     results.append(r)
   if args.with_peft:
     results += run_peft(args, cfg)
-  print(f"\nT5 1.1 {args.size} shape f32, random weights, batch {args.batch}, inputs {args.input_len} "
-        f"+ {args.prompt_len} prompt (model tuning: {args.input_len + args.prompt_len} inputs), targets "
+  print(f"\nT5 1.1 {args.size} shape, {args.dtype} activations (float32 params), random weights, "
+        f"batch {args.batch}, inputs {args.input_len} + {args.prompt_len} prompt (model tuning: {args.input_len + args.prompt_len} inputs), targets "
         f"{args.target_len}, Adafactor, dropout off; ours {args.warmup}+{args.steps} steps, PEFT "
         f"{args.peft_warmup}+{args.peft_steps}; median; loadavg start {load_start} end {loadavg()}")
   print(f"matmul ceiling: {ceiling['gflops']:.1f} GFLOP/s wall, {ceiling['gflop_per_cpu_s']:.1f} GFLOP per CPU-s")

@@ -18,14 +18,14 @@ import common
 from common import fmt, format_table, loadavg
 
 
-def build(size: str, batch: int, input_len: int, target_len: int, seed: int):
+def build(size: str, batch: int, input_len: int, target_len: int, seed: int, dtype: str = "float32"):
   """-> (model, params, batch arrays) with random weights (`backbone.load_frozen('random:<seed>')`)."""
   import jax
   from prompt_tuning_jax import backbone, prompted
   from prompt_tuning_jax.config import SIZES
   if size not in SIZES:
     raise ValueError(f"--size={size!r}; expected one of {sorted(SIZES)}")
-  cfg = SIZES[size]
+  cfg = SIZES[size].replace(dtype=dtype)
   params, _ = backbone.load_frozen(f"random:{seed}", cfg)
   feats = jax.device_put(common.random_batch(cfg.vocab_size, batch, input_len, target_len, seed))
   return cfg, prompted.make_model(cfg, None), params, feats
@@ -51,6 +51,7 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--warmup", type=int, default=1)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--dtype", default="float32", help="T5Config.dtype (activations); params stay float32")
   parser.add_argument("--ceiling_gflops", type=float, default=None,
                       help="matmul ceiling to divide by; measured here (matmul_ceiling.py) when omitted")
   parser.add_argument("--skip_forward", action="store_true", help="time forward+backward only")
@@ -62,7 +63,8 @@ def main() -> None:
   load_before = loadavg()
   ceiling = ({"gflops": args.ceiling_gflops, "gflop_per_cpu_s": float("nan")} if args.ceiling_gflops
              else matmul_ceiling.ceiling())
-  cfg, model, params, batch = build(args.size, args.batch, args.input_len, args.target_len, args.seed)
+  cfg, model, params, batch = build(args.size, args.batch, args.input_len, args.target_len, args.seed,
+                                     args.dtype)
   loss = lambda p, b: prompted.loss_fn(model, p, b, None)[0]
   results = []
   if not args.skip_forward:
@@ -81,7 +83,7 @@ def main() -> None:
                  fmt(analytic / 1e9, 1), fmt(xla_rate, 1), fmt(ana_rate, 1),
                  fmt(100 * xla_rate / ceiling["gflops"], 1),
                  fmt(100 * cpu_rate / ceiling["gflop_per_cpu_s"], 1), fmt(r["compile_s"], 1)))
-  print(f"T5 1.1 {args.size} f32, random weights, batch {args.batch} x {args.input_len} inputs, "
+  print(f"T5 1.1 {args.size}, {args.dtype} activations (float32 params), random weights, batch {args.batch} x {args.input_len} inputs, "
         f"{args.target_len} targets; {args.warmup} warm-up + {args.steps} timed steps (median); "
         f"jax {jax.__version__}; loadavg before {load_before} after {loadavg()}")
   print(f"matmul ceiling: {ceiling['gflops']:.1f} GFLOP/s wall, {ceiling['gflop_per_cpu_s']:.1f} GFLOP per CPU-s")

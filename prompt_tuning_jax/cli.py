@@ -13,6 +13,20 @@ import gin
 GIN_DIR = pathlib.Path(__file__).resolve().parent.parent / "gin"
 
 
+def _tolerant_exists(check):
+  """gin's module-resource reader raises on a namespace package (e.g. a ./runs folder
+  shadowing 'runs/x.gin'); treat that as "not here" so the search paths are tried."""
+  def exists(path):
+    try:
+      return check(path)
+    except TypeError:
+      return False
+  return exists
+
+
+gin.config._FILE_READERS[:] = [(reader, _tolerant_exists(check)) for reader, check in gin.config._FILE_READERS]
+
+
 def gin_value(text: str) -> str:
   """A binding's right-hand side: literals and @refs/%macros as given, bare text quoted,
   so `--gin.MODEL_DIR=/tmp/run` works as well as `--gin.MODEL_DIR=\"/tmp/run\"`."""

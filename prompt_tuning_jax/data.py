@@ -55,27 +55,44 @@ def get_task(cfg: DataConfig) -> seqio.Task | seqio.Mixture:
                      f"(module {cfg.mixture_or_task_module!r}); known: {known[:40]}") from e
 
 
-def _converted(cfg: DataConfig, split: str, *, shuffle: bool, repeat: bool) -> tf.data.Dataset:
+PROMPT_SLOT_ID = 1  # any non-padding id: the model overwrites these slots with the prompt
+
+
+def reserve_prompt_slots(ds: tf.data.Dataset, prompt_length: int, input_length: int) -> tf.data.Dataset:
+  """Packing with prompts: put P placeholder tokens in front of each example's inputs,
+  so the packer budgets a prompt copy per segment inside the row (the prompt wrapper
+  fills the first P slots of every segment). Inputs are cut to leave room for them."""
+  def add(ex):
+    head = tf.fill([prompt_length], tf.constant(PROMPT_SLOT_ID, ex["inputs"].dtype))
+    return {**ex, "inputs": tf.concat([head, ex["inputs"][: input_length - prompt_length]], 0)}
+  return ds.map(add, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _converted(cfg: DataConfig, split: str, *, shuffle: bool, repeat: bool,
+               prompt_slots: int = 0) -> tf.data.Dataset:
   task = get_task(cfg)
   ds = task.get_dataset(dict(cfg.task_feature_lengths), split=split, shuffle=shuffle,
                         seed=cfg.seed if shuffle else None, num_epochs=None if repeat else 1,
                         use_cached=False)
+  if cfg.pack and prompt_slots:
+    ds = reserve_prompt_slots(ds, prompt_slots, cfg.task_feature_lengths["inputs"])
   converter = seqio.EncDecFeatureConverter(pack=cfg.pack)
   return converter(ds, dict(cfg.task_feature_lengths))
 
 
 def train_batches(cfg: DataConfig, *, skip_batches: int = 0, shard_id: int = 0,
-                  num_shards: int = 1) -> Iterator[Batch]:
+                  num_shards: int = 1, prompt_slots: int = 0) -> Iterator[Batch]:
   """Endless, shuffled batches: rows [shard_id * b, (shard_id + 1) * b) of each global
   [batch_size, ...] batch, b = batch_size / num_shards (`sharding.data_layout` gives
-  this host's shard); `skip_batches` resumes a stream mid-way."""
+  this host's shard); `skip_batches` resumes a stream mid-way. With `cfg.pack`, rows of
+  `inputs` length hold several examples, each with `prompt_slots` reserved up front."""
   if cfg.batch_size % num_shards:
     raise ValueError(f"DataConfig.batch_size={cfg.batch_size} is not divisible by {num_shards} data shards")
   if not 0 <= shard_id < num_shards:
     raise ValueError(f"data shard_id must be in [0, {num_shards}), got {shard_id}")
   per_host = cfg.batch_size // num_shards
   rows = slice(shard_id * per_host, (shard_id + 1) * per_host)
-  ds = _converted(cfg, cfg.train_split, shuffle=True, repeat=True)
+  ds = _converted(cfg, cfg.train_split, shuffle=True, repeat=True, prompt_slots=prompt_slots)
   ds = ds.batch(cfg.batch_size, drop_remainder=True).skip(skip_batches)
   if num_shards > 1:
     ds = ds.map(lambda batch: {k: v[rows] for k, v in batch.items()})

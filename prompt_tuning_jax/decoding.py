@@ -187,6 +187,8 @@ def beam_search(model: t5.Transformer, params: Any, encoder_input_tokens: Array,
   Returns (tokens [B, K, T], 0 after EOS; scores [B, K] = summed log-prob up to and
   including EOS / brevity_penalty(length)), beams sorted best first. A beam that
   reaches the limit without EOS scores with length T and ranks after all finished ones.
+  An EOS continuation finishes a hypothesis only if it ranks among the top K of all
+  continuations, so num_beams=1 with alpha=0 is exactly greedy decoding.
   """
   if num_beams < 1:
     raise ValueError(f"num_beams must be >= 1, got {num_beams}")

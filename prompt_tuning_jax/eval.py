@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import gin
 import seqio
 
-from prompt_tuning_jax import backbone, cli, data, ensemble, evaluation, prompted
+from prompt_tuning_jax import backbone, cli, data, ensemble, evaluation, gin_config, prompted
 from prompt_tuning_jax.config import T5Config
 
 _DATA_MACROS = {"MIXTURE_OR_TASK_NAME": "mixture_or_task_name",
@@ -38,15 +38,6 @@ def gin_macro(name: str, default: Any = None) -> Any:
     return default
 
 
-def configured(cls: type) -> Any:
-  """cls's gin-bound constructor: `gin.external_configurable` wraps a dataclass rather
-  than patching it, so calling `cls()` directly would ignore the bindings."""
-  try:
-    return gin.get_configurable(cls.__name__)
-  except ValueError:
-    return cls
-
-
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--prompt", action="append", default=[],
                       help="prompt file/folder, or NAME=PATH (repeatable)")
@@ -59,7 +50,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 def load_model(prompt_flags: Sequence[str]) -> tuple[T5Config, Any, dict, list[str], int]:
   """gin's T5Config + CHECKPOINT_PATH + prompts -> (config, model, params, names, N)."""
-  t5_config = configured(T5Config)()
+  t5_config = gin_config.build(T5Config)
   path = gin_macro("CHECKPOINT_PATH", gin_macro("INITIAL_CHECKPOINT_PATH"))
   if not path:
     raise SystemExit("set --gin.CHECKPOINT_PATH=... (a T5X checkpoint, HF T5 folder or 'random:<seed>')")
@@ -67,13 +58,13 @@ def load_model(prompt_flags: Sequence[str]) -> tuple[T5Config, Any, dict, list[s
   names, bank = ensemble.load_bank(prompt_flags, t5_config.emb_dim)
   if bank is None:
     return t5_config, prompted.make_model(t5_config, None), frozen, [], 0
-  model = ensemble.bank_model(t5_config, bank, configured(prompted.PromptConfig)())
+  model = ensemble.bank_model(t5_config, bank, gin_config.build(prompted.PromptConfig))
   return t5_config, model, ensemble.bank_params(frozen, bank), names, bank.shape[0]
 
 
 def data_config() -> data.DataConfig:
   """gin's DataConfig with the macros above applied on top."""
-  cfg = configured(data.DataConfig)()
+  cfg = gin_config.build(data.DataConfig)
   changes = {field: gin_macro(macro) for macro, field in _DATA_MACROS.items() if gin_macro(macro) is not None}
   return dataclasses.replace(cfg, **changes)
 

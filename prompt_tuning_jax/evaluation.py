@@ -303,7 +303,10 @@ def predict_tasks(predictor: Predictor, params: Any, sets: Sequence[TaskData],
     order = sorted(((i, k) for k in group for i in range(len(sets[k].examples))))
     inputs = np.stack([sets[k].inputs[i] for i, k in order])
     ids = None if prompt_ids[group[0]] is None else np.asarray([prompt_ids[k] for _, k in order], np.int32)
-    if effective == "rank":
+    if effective == "rank" and len(group) == 1:  # one label set shared by the batch
+      shared = sets[group[0]].candidates
+      out = run_batched(lambda x, p: predictor.score(params, x, shared, p), [inputs, ids], batch_size)
+    elif effective == "rank":  # per-example label sets, 0-padded to a common [C, T]
       width = max(sets[k].candidates.shape[1] for k in group)
       count = max(sets[k].candidates.shape[0] for k in group)
       cands = np.zeros((len(order), count, width), np.int32)

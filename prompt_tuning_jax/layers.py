@@ -216,9 +216,15 @@ def dropout(cfg: T5Config, x: Array, enable_dropout: bool) -> Array:
   return nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=False)
 
 
-def attention_bias(query_valid: Array, key_valid: Array, causal: bool = False) -> Array:
-  """[B, q], [B, k] bool -> additive bias [B, 1, q, k] (0 where allowed, NEG_INF elsewhere)."""
+def attention_bias(query_valid: Array, key_valid: Array, causal: bool = False,
+                   query_segments: Array | None = None, key_segments: Array | None = None) -> Array:
+  """[B, q], [B, k] bool -> additive bias [B, 1, q, k] (0 where allowed, NEG_INF elsewhere).
+
+  With segment ids (packed examples), a query sees only keys of its own segment.
+  """
   allowed = query_valid[:, None, :, None] & key_valid[:, None, None, :]
+  if query_segments is not None and key_segments is not None:
+    allowed = allowed & (query_segments[:, None, :, None] == key_segments[:, None, None, :])
   if causal:
     q, k = query_valid.shape[1], key_valid.shape[1]
     allowed = allowed & (jnp.arange(q)[:, None] >= jnp.arange(k)[None, :])[None, None]

@@ -57,12 +57,17 @@ class Prompt(nn.Module):
 
 
 class PromptWrapper(nn.Module):
-  """Combines the prompt with embedded inputs [B, L, d] -> [B, L + P, d], mask likewise."""
+  """Combines the prompt with embedded inputs [B, L, d] -> [B, L + P, d], mask likewise.
+
+  Packed rows (segment ids given) hold a copy of the prompt at the start of every
+  segment, in P slots the data pipeline reserved there, so the row length is unchanged.
+  """
   config: PromptConfig
   emb_dim: int
 
   @nn.compact
-  def __call__(self, embedded: Array, valid: Array, prompt_ids: Array | None) -> tuple[Array, Array]:
+  def __call__(self, embedded: Array, valid: Array, prompt_ids: Array | None,
+               segment_ids: Array | None = None) -> tuple[Array, Array, Array | None]:
     cfg = self.config
     prompt = Prompt(cfg.shape(self.emb_dim), name="prompt")()
     batch = embedded.shape[0]
@@ -73,6 +78,10 @@ class PromptWrapper(nn.Module):
         raise ValueError(f"PromptConfig.num_prompts={cfg.num_prompts} needs per-example prompt_ids")
       prompt = jnp.take(prompt, prompt_ids, axis=0)
     prompt = prompt.astype(embedded.dtype)
+    if segment_ids is not None:
+      if cfg.combination != "prefix" or cfg.num_prompts != 1:
+        raise ValueError("packed inputs take PromptConfig.combination='prefix' and num_prompts=1")
+      return _fill_segment_prompts(embedded, segment_ids, prompt), valid, segment_ids
     prompt_valid = jnp.ones(prompt.shape[:2], bool)
     if cfg.combination == "prefix":
       insert_at = jnp.zeros((batch,), jnp.int32)
@@ -80,7 +89,7 @@ class PromptWrapper(nn.Module):
       insert_at = jnp.ones((batch,), jnp.int32)
     else:  # suffix_before_eos: the last valid input token is EOS
       insert_at = jnp.maximum(jnp.sum(valid, axis=1).astype(jnp.int32) - 1, 0)
-    return (_insert(embedded, prompt, insert_at), _insert(valid, prompt_valid, insert_at))
+    return _insert(embedded, prompt, insert_at), _insert(valid, prompt_valid, insert_at), None
 
 
 def _insert(x: Array, block: Array, at: Array) -> Array:
@@ -96,6 +105,18 @@ def _insert(x: Array, block: Array, at: Array) -> Array:
   take = lambda arr, idx: jnp.take_along_axis(arr, idx.reshape(idx.shape + (1,) * (arr.ndim - 2)), axis=1)
   mask = in_block.reshape(in_block.shape + (1,) * (x.ndim - 2))
   return jnp.where(mask, take(block, b_index), take(x, x_index))
+
+
+def _fill_segment_prompts(x: Array, segments: Array, prompt: Array) -> Array:
+  """Packed rows: each segment's first P slots (placeholders reserved by the data
+  pipeline, `data.reserve_prompt_slots`) take the prompt's rows 0..P-1; shapes are kept."""
+  length, p = x.shape[1], prompt.shape[1]
+  t = jnp.arange(length)[None, :]
+  starts = jnp.concatenate([jnp.ones_like(segments[:, :1], bool), segments[:, 1:] != segments[:, :-1]], axis=1)
+  position = t - jax.lax.cummax(jnp.where(starts, t, 0), axis=1)  # index within the segment
+  slot = (position < p) & (segments > 0)
+  rows = jnp.take_along_axis(prompt, jnp.clip(position, 0, p - 1)[..., None], axis=1)
+  return jnp.where(slot[..., None], rows, x)
 
 
 def make_model(t5_config: T5Config, prompt_config: PromptConfig | None) -> t5.Transformer:
@@ -125,7 +146,8 @@ def loss_fn(model: t5.Transformer, params: Any, batch: dict[str, Array], dropout
   """Teacher-forced cross-entropy + z-loss; returns (loss, aux metrics)."""
   logits = model.apply({"params": params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
                        batch["decoder_target_tokens"], enable_dropout=dropout_rng is not None,
-                       prompt_ids=batch.get("prompt_ids"),
+                       prompt_ids=batch.get("prompt_ids"), encoder_segment_ids=batch.get("encoder_segment_ids"),
+                       decoder_segment_ids=batch.get("decoder_segment_ids"),
                        rngs={"dropout": dropout_rng} if dropout_rng is not None else None)
   weights = batch.get("decoder_loss_weights", batch["decoder_target_tokens"] > 0)
   return losses.loss_and_metrics(logits, batch["decoder_target_tokens"], weights, z_loss=z_loss,
@@ -135,7 +157,9 @@ def loss_fn(model: t5.Transformer, params: Any, batch: dict[str, Array], dropout
 def score_fn(model: t5.Transformer, params: Any, batch: dict[str, Array]) -> tuple[Array, Array]:
   """Per-example summed target log-likelihood [B] and per-token log-probs [B, T]."""
   logits = model.apply({"params": params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
-                       batch["decoder_target_tokens"], prompt_ids=batch.get("prompt_ids"))
+                       batch["decoder_target_tokens"], prompt_ids=batch.get("prompt_ids"),
+                       encoder_segment_ids=batch.get("encoder_segment_ids"),
+                       decoder_segment_ids=batch.get("decoder_segment_ids"))
   token_logp = losses.token_log_likelihood(logits, batch["decoder_target_tokens"])
   token_logp = jnp.where(batch["decoder_target_tokens"] > 0, token_logp, 0.0)
   return token_logp.sum(axis=-1), token_logp

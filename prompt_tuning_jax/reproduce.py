@@ -63,6 +63,8 @@ def run_main(argv: Sequence[str]) -> int:
     remote += [f"--{k}={v}" for k, v in (("sizes", args.sizes), ("tasks", args.tasks)) if v]
     remote += (["--keep_going"] if args.keep_going else []) + extra
     command = rp.tpu_command(remote, shlex.split(args.tpu_args), f"reproduce_{exp.name}")
+    if "://" not in args.root:
+      print(f"note: --root={args.root} is a path on the TPU VM's own disk; use gs:// to keep the runs")
     print(f"{exp.name}: {len(runs)} runs, queued on the TPU VM with:\n  {shlex.join(command)}")
     return 0 if args.dry_run else subprocess.run(command).returncode
   if args.dry_run:
@@ -85,7 +87,7 @@ def aggregate_main(argv: Sequence[str]) -> int:
   parser.add_argument("--experiment", default=None,
                       help="comma-separated (default: every experiment except the demo)")
   _common(parser)
-  parser.add_argument("--out", default=None, help="output folder (default: ROOT/results)")
+  parser.add_argument("--out", default=None, help="output folder (default: ROOT/results; plots need a local one)")
   args = parser.parse_args(rest)
   names = _names(args.experiment) or [n for n, e in rp.EXPERIMENTS.items() if not e.hidden]
   written = reproduction_report.aggregate(args.root, names, sizes=_names(args.sizes), tasks=_names(args.tasks),

@@ -109,10 +109,9 @@ class Experiment:
   hidden: bool = False
 
 
-def _grid(**axes: Sequence) -> Callable[[Sequence[str], Sequence[str]], list[Setting]]:
-  """Settings for every size x value x task (size-major: small models finish first)."""
-  (name, values), = axes.items() if axes else (("seed", (0,)),)
-  return lambda sizes, tasks: [Setting(t, z, **{name: v}) for z in sizes for v in values for t in tasks]
+def _grid(axis: str = "seed", values: Sequence = (0,)) -> Callable[[Sequence[str], Sequence[str]], list[Setting]]:
+  """Settings for every size x value of `axis` x task (size-major: small models finish first)."""
+  return lambda sizes, tasks: [Setting(t, z, **{axis: v}) for z in sizes for v in values for t in tasks]
 
 
 def _transfer(sizes: Sequence[str], tasks: Sequence[str]) -> list[Setting]:
@@ -122,12 +121,12 @@ def _transfer(sizes: Sequence[str], tasks: Sequence[str]) -> list[Setting]:
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("main", "Figure 1 (prompt tuning) and its per-task SuperGLUE dev scores", _grid()),
-    Experiment("model_tuning", "Figure 1 (model tuning baseline)", _grid(method=("model_tuning",))),
-    Experiment("prompt_length", "Figure 3(a) prompt length", _grid(prompt_length=PROMPT_LENGTHS)),
-    Experiment("init", "Figure 3(b) prompt initialization", _grid(init=INITS)),
+    Experiment("model_tuning", "Figure 1 (model tuning baseline)", _grid("method", ("model_tuning",))),
+    Experiment("prompt_length", "Figure 3(a) prompt length", _grid("prompt_length", PROMPT_LENGTHS)),
+    Experiment("init", "Figure 3(b) prompt initialization", _grid("init", INITS)),
     Experiment("frozen_model", "Figure 3(c) pre-training objective of the frozen model",
-               _grid(frozen=FROZEN_MODELS)),
-    Experiment("ensemble", "Table 3 five-prompt ensemble", _grid(seed=ENSEMBLE_SEEDS), sizes=("xxl",),
+               _grid("frozen", FROZEN_MODELS)),
+    Experiment("ensemble", "Table 3 five-prompt ensemble", _grid("seed", ENSEMBLE_SEEDS), sizes=("xxl",),
                ensemble=True),
     Experiment("transfer", "Table 2 zero-shot transfer QQP <-> MRPC", _transfer, sizes=("xxl",),
                tasks=("qqp", "mrpc")),

@@ -132,8 +132,11 @@ def per_task_table(experiment: str, runs: Sequence[rp.Run], sizes: Sequence[str]
            "metric; 'average' over the eight SuperGLUE tasks is the SuperGLUE score."]
   if experiment == "main":
     paper = [paper_numbers.table3(t, "average") for t in tasks]
-    overall = paper_numbers.table3("superglue", "average") if list(tasks) == list(rp.SUPERGLUE_TASKS) else None
-    rows.append(["xxl (paper)"] + [fmt(p.value if p else None) for p in paper] + [fmt(overall.value if overall else None), ""])
+    if list(tasks) == list(rp.SUPERGLUE_TASKS):
+      paper.append(paper_numbers.table3("superglue", "average"))
+    else:
+      paper.append(None)  # the paper's average is over all eight tasks
+    rows.append(["xxl (paper)"] + [fmt(p.value if p else None) for p in paper] + [""])
     notes.append(f"'xxl (paper)': {paper_numbers.TABLE3_SOURCE}, mean of five single prompts; empty where "
                  "the paper prints no number. Figure 1 itself is a plot without printed values.")
   return Table(f"{experiment}: {rp.EXPERIMENTS[experiment].reproduces}", header, rows, notes)
@@ -264,7 +267,7 @@ def plot_vs_size(series: dict[str, dict[str, float]], path: str, *, title: str,
     sizes = [z for z in rp.SIZES if z in by_size]
     ax.plot([paper_numbers.MODEL_PARAMS[z] for z in sizes], [by_size[z] for z in sizes], marker="o", label=label)
   for label, size, value in points:
-    ax.scatter([paper_numbers.MODEL_PARAMS[size]], [value], marker="*", s=140, zorder=3, label=label)
+    ax.scatter([paper_numbers.MODEL_PARAMS[size]], [value], marker="*", s=140, color="black", zorder=3, label=label)
   if not series:
     ax.text(0.5, 0.5, "no finished runs yet", transform=ax.transAxes, ha="center", va="center", color="gray")
   ax.set_xscale("log")
@@ -328,8 +331,9 @@ def _table_and_plot(name: str, runs: Sequence[rp.Run], root: str, sizes: Sequenc
   plottable = "://" not in out_dir and all(z in paper_numbers.MODEL_PARAMS for z in sizes)
   if name in ("main", "model_tuning", "demo"):
     table = per_task_table(name, runs, sizes, tasks)
-    png = figure1(root, sizes, tasks, extra, rp._join(out_dir, "figure1.png")) if plottable and name != "demo" else None
-    return table, png
+    if not plottable or name == "demo":
+      return table, None
+    return table, figure1(root, sizes, tasks, extra, rp._join(out_dir, "figure1.png"))
   if name == "ensemble":
     return ensemble_table(runs, sizes, tasks), None
   if name == "transfer":

@@ -18,8 +18,8 @@ from prompt_tuning_jax import layers
 from prompt_tuning_jax.config import T5Config
 
 Array = jax.Array
-# An input wrapper maps (embedded [B, L, d], valid [B, L], prompt_ids [B] | None)
-# to (embedded [B, L', d], valid [B, L']).
+# An input wrapper maps (embedded [B, L, d], valid [B, L], prompt_ids [B] | None,
+# segment_ids [B, L] | None) to (embedded [B, L', d], valid [B, L'], segment_ids [B, L'] | None).
 InputWrapperFactory = Callable[..., nn.Module]
 
 
@@ -68,25 +68,30 @@ class Encoder(nn.Module):
   input_wrapper: InputWrapperFactory | None = None
 
   @nn.compact
-  def __call__(self, tokens: Array, *, enable_dropout: bool = False,
-               prompt_ids: Array | None = None) -> tuple[Array, Array]:
-    """[B, L] int tokens -> (encoded [B, L', d], valid [B, L'] bool); L' = L + prompt."""
+  def __call__(self, tokens: Array, *, enable_dropout: bool = False, prompt_ids: Array | None = None,
+               segment_ids: Array | None = None) -> tuple[Array, Array, Array | None]:
+    """[B, L] int tokens -> (encoded [B, L', d], valid [B, L'] bool, segment ids [B, L'] or None).
+
+    L' = L + prompt. `segment_ids` (packed examples, 1-based, 0 = padding) keep each
+    example's attention within itself; contiguous segments make arange relative
+    positions equal to per-example ones.
+    """
     cfg = self.config
     x = self.shared_embedding(tokens.astype(jnp.int32))
     valid = tokens > 0
     if self.input_wrapper is not None:
-      x, valid = self.input_wrapper(name="prompt")(x, valid, prompt_ids)
+      x, valid, segment_ids = self.input_wrapper(name="prompt")(x, valid, prompt_ids, segment_ids)
     x = layers.constrain(x, ("batch", "length", "embed"))
     length = x.shape[1]
     bias = layers.RelativePositionBias(
         cfg.num_heads, cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance,
         bidirectional=True, dtype=cfg.activation_dtype, name="relpos_bias")(length, length)
-    bias = layers.attention_bias(valid, valid) + bias
+    bias = layers.attention_bias(valid, valid, query_segments=segment_ids, key_segments=segment_ids) + bias
     x = layers.dropout(cfg, x, enable_dropout)
     for i in range(cfg.num_encoder_layers):
       x = EncoderLayer(cfg, name=f"layers_{i}")(x, bias, enable_dropout=enable_dropout)
     x = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.activation_dtype, name="encoder_norm")(x)
-    return layers.dropout(cfg, x, enable_dropout), valid
+    return layers.dropout(cfg, x, enable_dropout), valid, segment_ids
 
 
 class Decoder(nn.Module):
@@ -97,7 +102,8 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, encoded: Array, encoder_valid: Array, decoder_input_tokens: Array,
                decoder_target_tokens: Array | None = None, *, enable_dropout: bool = False,
-               decode: bool = False) -> Array:
+               decode: bool = False, encoder_segment_ids: Array | None = None,
+               decoder_segment_ids: Array | None = None) -> Array:
     """-> logits [B, T, V] float32."""
     cfg = self.config
     x = self.shared_embedding(decoder_input_tokens.astype(jnp.int32))
@@ -105,8 +111,10 @@ class Decoder(nn.Module):
     relpos = layers.RelativePositionBias(
         cfg.num_heads, cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance,
         bidirectional=False, dtype=cfg.activation_dtype, name="relpos_bias")
-    self_bias, query_valid = self._self_bias(relpos, decoder_input_tokens, decoder_target_tokens, decode)
-    cross_bias = layers.attention_bias(query_valid, encoder_valid)
+    self_bias, query_valid = self._self_bias(relpos, decoder_input_tokens, decoder_target_tokens, decode,
+                                             decoder_segment_ids)
+    cross_bias = layers.attention_bias(query_valid, encoder_valid, query_segments=decoder_segment_ids,
+                                       key_segments=encoder_segment_ids)
     for i in range(cfg.num_decoder_layers):
       x = DecoderLayer(cfg, name=f"layers_{i}")(x, encoded, self_bias, cross_bias,
                                                 enable_dropout=enable_dropout, decode=decode)
@@ -120,12 +128,13 @@ class Decoder(nn.Module):
                             dtype=jnp.float32, name="logits_dense")(x)
     return layers.constrain(logits, ("batch", "length", "vocab"))
 
-  def _self_bias(self, relpos: nn.Module, inputs: Array, targets: Array | None,
-                 decode: bool) -> tuple[Array, Array]:
-    """Causal + padding bias [B|1, 1, T, T] and the valid-query mask [B, T]."""
+  def _self_bias(self, relpos: nn.Module, inputs: Array, targets: Array | None, decode: bool,
+                 segment_ids: Array | None) -> tuple[Array, Array]:
+    """Causal + padding (+ segment) bias [B|1, 1, T, T] and the valid-query mask [B, T]."""
     if not decode:
       valid = targets > 0 if targets is not None else jnp.ones(inputs.shape, bool)
-      return layers.attention_bias(valid, valid, causal=True) + relpos(inputs.shape[1], inputs.shape[1]), valid
+      mask = layers.attention_bias(valid, valid, causal=True, query_segments=segment_ids, key_segments=segment_ids)
+      return mask + relpos(inputs.shape[1], inputs.shape[1]), valid
     # Decode: the cache holds `max_len` slots; take the relpos row of the current step.
     initialized = self.has_variable("cache", "decoder_index")
     index = self.variable("cache", "decoder_index", lambda: jnp.array(0, jnp.int32))
@@ -153,15 +162,23 @@ class Transformer(nn.Module):
 
   def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
                decoder_target_tokens: Array | None = None, *, enable_dropout: bool = False,
-               prompt_ids: Array | None = None) -> Array:
-    """Teacher-forced pass: [B, L], [B, T], [B, T] -> logits [B, T, V] float32."""
-    encoded, valid = self.encode(encoder_input_tokens, enable_dropout=enable_dropout, prompt_ids=prompt_ids)
-    return self.decode(encoded, valid, decoder_input_tokens, decoder_target_tokens,
-                       enable_dropout=enable_dropout)
+               prompt_ids: Array | None = None, encoder_segment_ids: Array | None = None,
+               decoder_segment_ids: Array | None = None) -> Array:
+    """Teacher-forced pass: [B, L], [B, T], [B, T] -> logits [B, T, V] float32.
+
+    Packed batches pass 1-based segment ids for both sides (seqio's packing features).
+    """
+    encoded, valid, segments = self.encoder(encoder_input_tokens, enable_dropout=enable_dropout,
+                                            prompt_ids=prompt_ids, segment_ids=encoder_segment_ids)
+    return self.decoder(encoded, valid, decoder_input_tokens, decoder_target_tokens,
+                        enable_dropout=enable_dropout, encoder_segment_ids=segments,
+                        decoder_segment_ids=decoder_segment_ids)
 
   def encode(self, encoder_input_tokens: Array, *, enable_dropout: bool = False,
              prompt_ids: Array | None = None) -> tuple[Array, Array]:
-    return self.encoder(encoder_input_tokens, enable_dropout=enable_dropout, prompt_ids=prompt_ids)
+    """Unpacked encoding for decoding and scoring: -> (encoded [B, L', d], valid [B, L'])."""
+    encoded, valid, _ = self.encoder(encoder_input_tokens, enable_dropout=enable_dropout, prompt_ids=prompt_ids)
+    return encoded, valid
 
   def decode(self, encoded: Array, encoder_valid: Array, decoder_input_tokens: Array,
              decoder_target_tokens: Array | None = None, *, enable_dropout: bool = False,

@@ -163,7 +163,8 @@ def train(cfg: TrainConfig) -> TrainResult:
   writer = metric_writer.MetricsWriter(cfg.model_dir, enabled=distributed.is_primary())
   layout = sharding.data_layout(cfg.data.batch_size, run.mesh)
   batches = data.train_batches(cfg.data, skip_batches=start, shard_id=layout.shard_id,
-                               num_shards=layout.num_shards)
+                               num_shards=layout.num_shards,
+                               prompt_slots=cfg.prompt.length if cfg.prompt is not None else 0)
   stopped_early = False
   bar = tqdm.tqdm(total=cfg.train_steps, initial=start, disable=not (cfg.progress_bar and distributed.is_primary()),
                   unit="step", dynamic_ncols=True)

@@ -40,3 +40,6 @@ def get_vocabulary() -> seqio.SentencePieceVocabulary:
 
 
 superglue.register_superglue(get_vocabulary(), str(SAMPLES_DIR))
+
+# The other task families register on import too, so MIXTURE_OR_TASK_MODULE="tasks" finds them.
+from tasks import demo, glue  # noqa: E402,F401

@@ -39,20 +39,6 @@ def _read(path):
   return [json.loads(line) for line in open(path)]
 
 
-def test_eval_rank_single_prompt(tmp_path, prompts):
-  out = tmp_path / "eval"
-  results = eval_cli.main(TINY + DATA + [f"--gin.MIXTURE_OR_TASK_NAME={RTE}", f"--prompt={prompts[0]}",
-                                         "--mode=rank", f"--output_dir={out}"])
-  summary = json.load(open(out / f"{RTE}.metrics.json"))
-  records = _read(out / f"{RTE}.predictions.jsonl")
-  assert summary["mode"] == "rank" and len(records) == 32
-  assert {r["output"] for r in records} <= {"entailment", "not_entailment"}
-  accuracy = 100.0 * np.mean([r["output"] == r["targets"] for r in records])
-  assert results[RTE]["accuracy"] == pytest.approx(accuracy)
-  assert results[RTE]["invalid_rate"] == 0.0
-  assert "T5Config.emb_dim = 16" in (out / "config.gin").read_text()
-
-
 def test_eval_ensemble_greedy(tmp_path, prompts):
   results = eval_cli.main(TINY + DATA + [f"--gin.MIXTURE_OR_TASK_NAME={RTE}", f"--prompt={prompts[0]}",
                                          f"--prompt={prompts[1]}", "--mode=greedy",
@@ -72,13 +58,22 @@ def test_eval_mixture_with_a_prompt_per_task(tmp_path, prompts):
   if name not in seqio.MixtureRegistry.names():
     import tasks  # noqa: F401  (registers the sample tasks)
     seqio.MixtureRegistry.add(name, [RTE, CB], default_rate=1.0)
-  results = eval_cli.main(TINY + DATA + [f"--gin.MIXTURE_OR_TASK_NAME={name}", f"--prompt={RTE}={prompts[0]}",
-                                         f"--prompt={CB}={prompts[1]}", "--mode=rank"])
-  assert set(results) == {RTE, CB}
+  mixture = TINY + DATA + [f"--gin.MIXTURE_OR_TASK_NAME={name}", f"--prompt={RTE}={prompts[0]}"]
   with pytest.raises(SystemExit, match="no --prompt=TASK=PATH"):
-    gin.clear_config()
-    eval_cli.main(TINY + DATA + [f"--gin.MIXTURE_OR_TASK_NAME={name}", f"--prompt={RTE}={prompts[0]}",
-                                 f"--prompt=other={prompts[1]}"])
+    eval_cli.main(mixture + [f"--prompt=other={prompts[1]}"])
+  gin.clear_config()
+  out = tmp_path / "eval"
+  results = eval_cli.main(mixture + [f"--prompt={CB}={prompts[1]}", "--mode=rank", f"--output_dir={out}"])
+  assert set(results) == {RTE, CB}
+  for task, labels in ((RTE, {"entailment", "not_entailment"}), (CB, {"entailment", "contradiction", "neutral"})):
+    summary = json.load(open(out / f"{task}.metrics.json"))
+    records = _read(out / f"{task}.predictions.jsonl")
+    assert summary["mode"] == "rank" and summary["prompt_id"] == (0 if task == RTE else 1)
+    assert len(records) == 32 and {r["output"] for r in records} <= labels
+    accuracy = 100.0 * np.mean([r["output"] == r["targets"] for r in records])
+    assert results[task]["accuracy"] == pytest.approx(accuracy)
+    assert results[task]["invalid_rate"] == 0.0
+  assert "T5Config.emb_dim = 16" in (out / "config.gin").read_text()
 
 
 def test_infer_jsonl_several_prompts_and_per_line_prompt(tmp_path, prompts):

@@ -152,7 +152,7 @@ def test_remat_and_dropout_knobs():
 
 def test_errors_name_the_flag():
   topo = planning.parse_topology("v3-32")
-  with pytest.raises(ValueError, match="batch size 30 is not divisible by the data-parallel size 4"):
+  with pytest.raises(ValueError, match="--batch_size 30 is not divisible by the data-parallel size 4"):
     planning.plan_memory(SIZES["small"], topo, planning.RunShape(batch_size=30),
                          sharding.PartitionConfig(num_partitions=8))
   with pytest.raises(ValueError, match="--num_partitions: model-parallel size 3"):

@@ -15,7 +15,8 @@ def _wrap(combination, embedded, valid, prompt, prompt_ids=None, num_prompts=1):
   cfg = prompted.PromptConfig(length=prompt.shape[-2], combination=combination, num_prompts=num_prompts)
   module = prompted.PromptWrapper(cfg, embedded.shape[-1])
   params = {"params": {"prompt": {"prompt": prompt}}}
-  return module.apply(params, embedded, valid, prompt_ids)
+  out, mask, _ = module.apply(params, embedded, valid, prompt_ids)
+  return out, mask
 
 
 def test_combinations_place_the_prompt_where_named():

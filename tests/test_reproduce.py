@@ -13,7 +13,6 @@ import pytest
 from prompt_tuning_jax import cli, reproduce, reproduction as rp, reproduction_report as report
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-FIXTURE = REPO / "tests" / "testdata" / "t5x_checkpoints" / "test_t5_tiny.checkpoint_0"
 MAIN = "prompt_tuning/lm_adapted/class_labels/p100/seed0"
 
 
@@ -275,21 +274,18 @@ def test_aggregate_ensemble_and_transfer_tables(tmp_path):
 # ---------------------------------------------------------------- a real tiny run
 
 def test_real_tiny_run_through_the_local_launcher_then_aggregate(tmp_path, capsys):
-  """The hidden demo experiment, pointed at the tiny T5X fixture and the bundled RTE rows."""
-  overrides = ["--gin.T5Config.emb_dim=8", "--gin.T5Config.num_heads=4", "--gin.T5Config.head_dim=3",
-               "--gin.T5Config.mlp_dim=16", f"--gin.INITIAL_CHECKPOINT_PATH={FIXTURE}",
-               "--gin.MIXTURE_OR_TASK_NAME=superglue_rte_sample_taskless", "--gin.MIXTURE_OR_TASK_MODULE=tasks",
-               "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 4}", "--gin.TRAIN_STEPS=2",
-               "--gin.BATCH_SIZE=8", "--gin.PROMPT_LENGTH=3", "--gin.TrainConfig.progress_bar=False"]
+  """The hidden demo experiment (bundled demo model and task) for 3 steps, then its table."""
+  assert (rp.DEMO_CHECKPOINT / "checkpoint").exists(), f"demo model missing: {rp.DEMO_CHECKPOINT}"
+  overrides = ["--gin.TRAIN_STEPS=3", "--gin.TrainConfig.progress_bar=False"]
   args = ["--experiment=demo", f"--root={tmp_path}"] + overrides
   assert reproduce.main(args) == 0
   model_dir = tmp_path / "demo"
   assert (model_dir / rp.DONE_MARKER).exists() and (model_dir / "prompt.npy").exists()
   best = json.loads((model_dir / "best" / "best.json").read_text())
-  assert best["step"] == 2 and best["metric"] == "accuracy"
+  assert best["step"] == 3 and best["metric"] == "accuracy"
   capsys.readouterr()
   assert reproduce.main(args) == 0  # finished: skipped, nothing runs
   assert "done already: demo" in capsys.readouterr().out
   assert reproduce.main(["aggregate", "--experiment=demo", f"--root={tmp_path}"] + overrides) == 0
   csv_rows = (tmp_path / "results" / "demo.csv").read_text().splitlines()
-  assert csv_rows[1] == f"demo,{best['value']:.1f},{best['value']:.1f},1/1"
+  assert csv_rows == ["size,demo,average,tasks done", f"demo,{best['value']:.1f},{best['value']:.1f},1/1"]
