@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any, NamedTuple
 
 import common
 from common import fmt, format_table, loadavg
@@ -57,9 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
   return p
 
 
-def _setup(args: argparse.Namespace, mode: str):
-  """-> (compiled step, state, frozen, batch, encoder length) for one mode, as training.py builds them."""
+class Setup(NamedTuple):
+  cfg: Any  # T5Config
+  compiled: Any  # the compiled train step
+  compile_s: float
+  state: Any  # step.TrainState
+  frozen: Any
+  batch: dict
+  encoder_len: int  # input tokens + prompt rows
+
+
+def _setup(args: argparse.Namespace, mode: str) -> Setup:
+  """One mode's model, params, optimizer and compiled step, built as training.py builds them."""
   import jax
+  import jax.numpy as jnp
   from prompt_tuning_jax import backbone, optim, prompted, prompts, step
   from prompt_tuning_jax.config import SIZES
   if args.size not in SIZES:
@@ -67,12 +79,14 @@ def _setup(args: argparse.Namespace, mode: str):
   cfg = SIZES[args.size].replace(dtype=args.dtype)
   frozen, _ = backbone.load_frozen(f"random:{args.seed}", cfg)
   if mode == "prompt":
-    prompt_cfg, optim_cfg, input_len = prompted.PromptConfig(length=args.prompt_len), optim.PROMPT_TUNING, args.input_len
+    prompt_cfg, optim_cfg = prompted.PromptConfig(length=args.prompt_len), optim.PROMPT_TUNING
+    input_len, encoder_len = args.input_len, args.input_len + args.prompt_len
     value = prompts.uniform_symmetric(0.5)(jax.random.PRNGKey(args.seed), prompt_cfg.shape(cfg.emb_dim),
                                            frozen["token_embedder"]["embedding"])
-    full = prompted.set_prompt(frozen, jax.numpy.asarray(value, jax.numpy.float32))
-  else:
-    prompt_cfg, optim_cfg, input_len = None, optim.MODEL_TUNING, args.input_len + args.prompt_len
+    full = prompted.set_prompt(frozen, jnp.asarray(value, jnp.float32))
+  else:  # model tuning sees the same encoder length as plain tokens
+    prompt_cfg, optim_cfg = None, optim.MODEL_TUNING
+    input_len = encoder_len = args.input_len + args.prompt_len
     full = frozen
   trainable, frozen = optim.split_params(full, optim_cfg.trainable_patterns)
   del full
@@ -82,7 +96,7 @@ def _setup(args: argparse.Namespace, mode: str):
   batch = jax.device_put(common.random_batch(cfg.vocab_size, args.batch, input_len, args.target_len, args.seed))
   t0 = time.perf_counter()
   compiled = step.jit_train_step(model, optimizer, step.LossConfig()).lower(state, frozen, batch).compile()
-  return cfg, compiled, time.perf_counter() - t0, state, frozen, batch, input_len + (args.prompt_len if prompt_cfg else 0)
+  return Setup(cfg, compiled, time.perf_counter() - t0, state, frozen, batch, encoder_len)
 
 
 def run_single(args: argparse.Namespace, mode: str) -> dict:
@@ -91,10 +105,11 @@ def run_single(args: argparse.Namespace, mode: str) -> dict:
   if mode not in MODES:
     raise ValueError(f"--modes entry {mode!r}; expected one of {MODES}")
   rss_start = common.current_rss_gb()
-  cfg, compiled, compile_s, state, frozen, batch, enc_len = _setup(args, mode)
+  setup = _setup(args, mode)
   rss_setup = common.current_rss_gb()
-  holder = {"state": state}
-  del state
+  compiled, frozen, batch = setup.compiled, setup.frozen, setup.batch
+  holder = {"state": setup.state}  # the state is donated: always call with the newest one
+  setup = setup._replace(state=None)
   losses = []
 
   def one_step():
@@ -105,16 +120,20 @@ def run_single(args: argparse.Namespace, mode: str) -> dict:
   load_before = loadavg()
   timing = common.time_steps(one_step, warmup=args.warmup, steps=args.steps)
   n_trainable = sum(x.size for x in jax.tree.leaves(holder["state"].params))
-  analytic = common.t5_train_flops(cfg, args.batch, enc_len, args.target_len, trainable=mode)
-  return dict(mode=mode, encoder_len=enc_len, trainable_params=int(n_trainable), compile_s=round(compile_s, 1),
-              **timing.as_dict(), **common.xla_cost(compiled), **common.xla_memory(compiled),
-              analytic_flops=analytic, first_loss=float(losses[0]), last_loss=float(losses[-1]),
-              loadavg_before_after=[load_before, loadavg()], rss_start_gb=round(rss_start, 3),
-              rss_after_setup_gb=round(rss_setup, 3), peak_rss_gb=round(common.peak_rss_gb(), 3))
+  analytic = common.t5_train_flops(setup.cfg, args.batch, setup.encoder_len, args.target_len, trainable=mode)
+  return dict(mode=mode, encoder_len=setup.encoder_len, trainable_params=int(n_trainable),
+              compile_s=round(setup.compile_s, 1), **timing.as_dict(), **common.xla_cost(compiled),
+              **common.xla_memory(compiled), analytic_flops=analytic, first_loss=float(losses[0]),
+              last_loss=float(losses[-1]), loadavg_before_after=[load_before, loadavg()],
+              rss_start_gb=round(rss_start, 3), rss_after_setup_gb=round(rss_setup, 3),
+              peak_rss_gb=round(common.peak_rss_gb(), 3))
 
 
 def run_peft(args: argparse.Namespace, cfg) -> list[dict]:
   """The PEFT peer with our settings (dropout off, as LossConfig's default); rows in our units."""
+  if args.size != "small":
+    print(f"warning: the PEFT peer always builds the T5 1.1 Small shape; --size={args.size} rows do not compare",
+          file=sys.stderr)
   if not os.path.isfile(args.peft_script):
     raise SystemExit(f"--peft_script={args.peft_script} does not exist (expected the PEFT peer benchmark)")
   with tempfile.TemporaryDirectory() as tmp:
@@ -195,9 +214,10 @@ def main() -> None:
   if args.with_peft:
     results += run_peft(args, cfg)
   print(f"\nT5 1.1 {args.size} shape, {args.dtype} activations (float32 params), random weights, "
-        f"batch {args.batch}, inputs {args.input_len} + {args.prompt_len} prompt (model tuning: {args.input_len + args.prompt_len} inputs), targets "
-        f"{args.target_len}, Adafactor, dropout off; ours {args.warmup}+{args.steps} steps, PEFT "
-        f"{args.peft_warmup}+{args.peft_steps}; median; loadavg start {load_start} end {loadavg()}")
+        f"batch {args.batch}, inputs {args.input_len} + {args.prompt_len} prompt (model tuning: "
+        f"{args.input_len + args.prompt_len} inputs), targets {args.target_len}, Adafactor, dropout off; "
+        f"ours {args.warmup}+{args.steps} steps, PEFT {args.peft_warmup}+{args.peft_steps}; median; "
+        f"loadavg start {load_start} end {loadavg()}")
   print(f"matmul ceiling: {ceiling['gflops']:.1f} GFLOP/s wall, {ceiling['gflop_per_cpu_s']:.1f} GFLOP per CPU-s")
   print(format_table(["mode", "enc len", "trainable", "step (s)", "CPU s/step", "peak RSS (GB)",
                       "GFLOP/step (XLA)", "GFLOP/step (analytic)", "GFLOP/s", "% ceiling (wall)",

@@ -83,8 +83,9 @@ def main() -> None:
                  fmt(analytic / 1e9, 1), fmt(xla_rate, 1), fmt(ana_rate, 1),
                  fmt(100 * xla_rate / ceiling["gflops"], 1),
                  fmt(100 * cpu_rate / ceiling["gflop_per_cpu_s"], 1), fmt(r["compile_s"], 1)))
-  print(f"T5 1.1 {args.size}, {args.dtype} activations (float32 params), random weights, batch {args.batch} x {args.input_len} inputs, "
-        f"{args.target_len} targets; {args.warmup} warm-up + {args.steps} timed steps (median); "
+  print(f"T5 1.1 {args.size}, {args.dtype} activations (float32 params), random weights, "
+        f"batch {args.batch} x {args.input_len} inputs, {args.target_len} targets; "
+        f"{args.warmup} warm-up + {args.steps} timed steps (median); "
         f"jax {jax.__version__}; loadavg before {load_before} after {loadavg()}")
   print(f"matmul ceiling: {ceiling['gflops']:.1f} GFLOP/s wall, {ceiling['gflop_per_cpu_s']:.1f} GFLOP per CPU-s")
   print(format_table(["pass", "step (s)", "CPU s/step", "GFLOP (XLA)", "GFLOP (analytic)", "GFLOP/s (XLA)",

@@ -24,12 +24,6 @@ from prompt_tuning_jax.config import T5Config
 RANDOM_PREFIX = "random:"
 
 
-def expected_shapes(cfg: T5Config) -> dict:
-  """The frozen model's parameter tree as unboxed ShapeDtypeStructs (no allocation)."""
-  import flax.linen as nn
-  return nn.unbox(t5.param_shapes(cfg))
-
-
 def detect_format(path: str) -> str:
   if path.startswith(RANDOM_PREFIX):
     return "random"
@@ -44,7 +38,7 @@ def load_frozen(path: str, cfg: T5Config, *, shardings: Any = None) -> tuple[dic
     raise ValueError("INITIAL_CHECKPOINT_PATH is empty: name a T5X checkpoint, a Hugging Face "
                      "T5 directory or 'random:<seed>'")
   kind = detect_format(path)
-  want = expected_shapes(cfg)
+  want = validation.param_shapes(cfg)
   if kind == "random":
     seed = int(path[len(RANDOM_PREFIX):] or 0)
     init = functools.partial(t5.init_params, cfg)
@@ -59,7 +53,8 @@ def load_frozen(path: str, cfg: T5Config, *, shardings: Any = None) -> tuple[dic
   index = t5x.open_t5x_checkpoint(path)
   validation.validate_params(t5x.read_t5x_shapes(path), want, source=path)
   if shardings is None:
-    shardings = jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), want)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    shardings = jax.tree.map(lambda _: device, want, is_leaf=lambda x: hasattr(x, "shape"))
   flat_sh = traverse_util.flatten_dict(shardings, sep="/")
   flat_want = traverse_util.flatten_dict(want, sep="/")
   params = sharding.load_params_sharded(functools.partial(t5x.read_t5x_array, path), flat_want, flat_sh,

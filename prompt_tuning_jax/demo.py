@@ -7,7 +7,7 @@ Here it is frozen and the prefix is removed ("taskless", as in the paper): the m
 longer tell which word is asked for. A soft prompt is then trained in its place; only the
 prompt's P x 64 numbers change.
 
-  python -m prompt_tuning_jax.demo [--model_dir runs/demo] [--steps 200] [--prompt_length 10]
+  python -m prompt_tuning_jax.demo [--model_dir runs/demo] [--steps 200] [--prompt_length 10] [--ablations]
 
 Prints the before/after table, writes learning_curve.png and exports the prompt (.npy, the
 original release's numpy_checkpoints layout, a PEFT adapter and a model card).
@@ -15,7 +15,6 @@ original release's numpy_checkpoints layout, a PEFT adapter and a model card).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import pathlib
@@ -23,7 +22,7 @@ import time
 from typing import Sequence
 
 from prompt_tuning_jax import (backbone, data, evaluation, export, optim, prompted, prompts, t5,
-                               training)
+                               training, vocab)
 from prompt_tuning_jax.config import SIZES
 
 DEMO_CHECKPOINT = pathlib.Path(__file__).parent / "assets" / "demo_model" / "checkpoint_1500"
@@ -75,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
   parser.add_argument("--model_dir", default=os.path.join("runs", "demo"))
   parser.add_argument("--steps", type=int, default=200)
   parser.add_argument("--prompt_length", type=int, default=10)
+  parser.add_argument("--ablations", action="store_true",
+                      help="also run init and prompt-length ablations in miniature (ablations.png)")
   args = parser.parse_args(argv)
   start = time.time()
   before = frozen_scores()
@@ -91,10 +92,44 @@ def main(argv: Sequence[str] | None = None) -> dict:
   summary = {"frozen_told_the_task": before["demo_last_word"], "frozen_taskless_no_prompt": before[TASK],
              "frozen_taskless_with_learned_prompt": after, "trainable_params": args.prompt_length * SIZES["demo"].emb_dim,
              "steps": result.step, "wall_seconds": round(time.time() - start, 1)}
+  if args.ablations:
+    summary["ablations"] = run_ablations(args.model_dir, steps=60)
   print("\n" + _table(summary, exported, args.model_dir))
   with open(os.path.join(args.model_dir, "demo_summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
   return summary
+
+
+def run_ablations(model_dir: str, steps: int) -> dict:
+  """The paper's section-3 ablations in miniature: prompt init and prompt length."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from tasks import demo as demo_tasks
+  vocabulary = vocab.load_vocabulary()
+  words = list(demo_tasks.WORDS)
+  inits = {"random uniform [-0.5, 0.5]": prompts.uniform_symmetric(0.5),
+           "sampled vocab (5,000)": prompts.sampled_vocab(5000),
+           "class labels (first 10 words)": prompts.class_labels(vocab.label_token_ids(vocabulary, words[:10]))}
+  results: dict = {"init": {}, "length": {}}
+  fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+  for name, init in inits.items():
+    run = training.train(demo_config(os.path.join(model_dir, "ablations", "init_" + name.split()[0]),
+                                     steps=steps, prompt_length=10, init=init))
+    results["init"][name] = [(h["step"], h["accuracy"]) for h in run.history]
+    left.plot(*zip(*results["init"][name]), marker=".", label=name)
+  for length in (1, 3, 10, 30):
+    run = training.train(demo_config(os.path.join(model_dir, "ablations", f"length_{length}"), steps=steps,
+                                     prompt_length=length, init=prompts.sampled_vocab(5000)))
+    results["length"][length] = max(h["accuracy"] for h in run.history)
+  right.plot(list(results["length"]), list(results["length"].values()), marker="o")
+  left.set(xlabel="training step", ylabel="accuracy (%)", title="prompt initialization (P = 10)", ylim=(0, 102))
+  right.set(xlabel="prompt length P", ylabel="best accuracy (%)", title="prompt length", xscale="log", ylim=(0, 102))
+  left.legend(fontsize=7, loc="lower right")
+  fig.tight_layout()
+  fig.savefig(os.path.join(model_dir, "ablations.png"), dpi=120)
+  plt.close(fig)
+  return results
 
 
 def _table(s: dict, exported: dict, model_dir: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import numpy as np
 import seqio
 
 from prompt_tuning_jax import data, prompted, t5

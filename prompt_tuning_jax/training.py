@@ -17,7 +17,7 @@ import numpy as np
 import tqdm
 
 from prompt_tuning_jax import (backbone, checkpointing, data, distributed, metric_writer, optim,
-                               prompt_io, prompted, prompts, sharding, step as step_lib, t5)
+                               prompt_io, prompted, prompts, sharding, step as step_lib)
 from prompt_tuning_jax.config import T5Config
 
 Evaluator = Callable[[Any, int], dict[str, float]]  # (full params, step) -> metrics

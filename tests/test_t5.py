@@ -103,7 +103,7 @@ def test_real_fixture_logits_match_huggingface(testdata):
                                           ("test_t5_1_1_tiny/checkpoint_3", "tiny_zarr")])
 def test_parameter_tree_equals_t5x_fixture(testdata, fixture, size):
   """Our parameter names and shapes are exactly those of real T5X checkpoints."""
-  ours = jax.tree.map(lambda x: tuple(x.shape), backbone.expected_shapes(config.SIZES[size]))
+  ours = jax.tree.map(lambda x: tuple(x.shape), nn.unbox(t5.param_shapes(config.SIZES[size])))
   theirs = jax.tree.map(lambda x: tuple(x.shape), t5x.read_t5x_shapes(str(testdata / "t5x_checkpoints" / fixture)),
                         is_leaf=lambda x: hasattr(x, "shape"))
   assert ours == theirs

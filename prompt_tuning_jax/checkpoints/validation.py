@@ -92,45 +92,13 @@ def validate_params(params: Mapping[str, Any], expected: Mapping[str, Any], *, s
   raise CheckpointMismatchError("\n".join(lines))
 
 
-def _attention_shapes(cfg: T5Config, dtype: np.dtype) -> dict[str, Any]:
-  d, hk = cfg.emb_dim, cfg.num_heads * cfg.head_dim
-  shapes = {"query": (d, hk), "key": (d, hk), "value": (d, hk), "out": (hk, d)}
-  return {name: {"kernel": ShapeDtype(shape, dtype)} for name, shape in shapes.items()}
-
-
-def _mlp_shapes(cfg: T5Config, dtype: np.dtype) -> dict[str, Any]:
-  n = len(cfg.mlp_activations)
-  names = ["wi"] if n == 1 else [f"wi_{i}" for i in range(n)]
-  mlp: dict[str, Any] = {name: {"kernel": ShapeDtype((cfg.emb_dim, cfg.mlp_dim), dtype)} for name in names}
-  mlp["wo"] = {"kernel": ShapeDtype((cfg.mlp_dim, cfg.emb_dim), dtype)}
-  return mlp
-
-
-def _layer_shapes(cfg: T5Config, dtype: np.dtype, attentions: tuple[str, ...], norms: tuple[str, ...]):
-  layer: dict[str, Any] = {name: _attention_shapes(cfg, dtype) for name in attentions}
-  layer["mlp"] = _mlp_shapes(cfg, dtype)
-  layer.update({name: {"scale": ShapeDtype((cfg.emb_dim,), dtype)} for name in norms})
-  return layer
-
-
 def param_shapes(cfg: T5Config, dtype: Any = np.float32) -> dict[str, Any]:
-  """The T5X parameter tree of `cfg` as ShapeDtype leaves (no model needed)."""
-  dtype = np.dtype(dtype)
-  relpos = lambda: {"rel_embedding": ShapeDtype((cfg.num_heads, cfg.relative_attention_num_buckets), dtype)}
-  norm = lambda: {"scale": ShapeDtype((cfg.emb_dim,), dtype)}
-  encoder = {f"layers_{i}": _layer_shapes(cfg, dtype, ("attention",),
-                                          ("pre_attention_layer_norm", "pre_mlp_layer_norm"))
-             for i in range(cfg.num_encoder_layers)}
-  encoder.update(encoder_norm=norm(), relpos_bias=relpos())
-  decoder = {f"layers_{i}": _layer_shapes(cfg, dtype, ("self_attention", "encoder_decoder_attention"),
-                                          ("pre_self_attention_layer_norm", "pre_cross_attention_layer_norm",
-                                           "pre_mlp_layer_norm"))
-             for i in range(cfg.num_decoder_layers)}
-  decoder.update(decoder_norm=norm(), relpos_bias=relpos())
-  if not cfg.logits_via_embedding:
-    decoder["logits_dense"] = {"kernel": ShapeDtype((cfg.emb_dim, cfg.vocab_size), dtype)}
-  return {"token_embedder": {"embedding": ShapeDtype((cfg.vocab_size, cfg.emb_dim), dtype)},
-          "encoder": encoder, "decoder": decoder}
+  """The T5X parameter tree of `cfg` as ShapeDtype leaves, read off the Flax model
+  itself (`jax.eval_shape` of its init: nothing is allocated), so there is one source."""
+  import flax.linen as nn
+  from prompt_tuning_jax import t5
+  shapes = nn.unbox(t5.param_shapes(cfg))
+  return tree.unflatten({k: ShapeDtype(tuple(v.shape), np.dtype(dtype)) for k, v in tree.flatten(shapes).items()})
 
 
 def _require(flat: Mapping[str, Any], key: str) -> tuple[int, ...]:
