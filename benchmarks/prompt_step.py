@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--warmup", type=int, default=1)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--dtype", default="float32", help="T5Config.dtype (activations); params stay float32")
+  p.add_argument("--num_microbatches", type=int, default=1,
+                 help="LossConfig.num_microbatches (XLA counts a scan body once: FLOPs shown per microbatch)")
   p.add_argument("--ceiling_gflops", type=float, default=None,
                  help="matmul ceiling (wall GFLOP/s); measured with matmul_ceiling.py when omitted")
   p.add_argument("--with_peft", action="store_true", help="also run the PEFT peer with matching settings")
@@ -95,7 +97,8 @@ def _setup(args: argparse.Namespace, mode: str) -> Setup:
   state = step.init_state(trainable, optimizer, jax.random.PRNGKey(args.seed + 1))
   batch = jax.device_put(common.random_batch(cfg.vocab_size, args.batch, input_len, args.target_len, args.seed))
   t0 = time.perf_counter()
-  compiled = step.jit_train_step(model, optimizer, step.LossConfig()).lower(state, frozen, batch).compile()
+  loss_config = step.LossConfig(num_microbatches=args.num_microbatches)
+  compiled = step.jit_train_step(model, optimizer, loss_config).lower(state, frozen, batch).compile()
   return Setup(cfg, compiled, time.perf_counter() - t0, state, frozen, batch, encoder_len)
 
 
