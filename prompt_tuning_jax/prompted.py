@@ -83,9 +83,9 @@ class PromptWrapper(nn.Module):
         raise ValueError("packed inputs take PromptConfig.combination='prefix' and num_prompts=1")
       return _fill_segment_prompts(embedded, segment_ids, prompt), valid, segment_ids
     prompt_valid = jnp.ones(prompt.shape[:2], bool)
-    if cfg.combination == "prefix":
-      insert_at = jnp.zeros((batch,), jnp.int32)
-    elif cfg.combination == "prefix_after_first":
+    if cfg.combination == "prefix":  # the default and hot path: a plain concatenation
+      return (jnp.concatenate([prompt, embedded], axis=1), jnp.concatenate([prompt_valid, valid], axis=1), None)
+    if cfg.combination == "prefix_after_first":
       insert_at = jnp.ones((batch,), jnp.int32)
     else:  # suffix_before_eos: the last valid input token is EOS
       insert_at = jnp.maximum(jnp.sum(valid, axis=1).astype(jnp.int32) - 1, 0)
