@@ -1,4 +1,6 @@
 """prompt_tuning_jax: prompt tuning (Lester et al., 2021) on a frozen T5 1.1 in JAX/Flax."""
+import os
+
 from setuptools import find_packages, setup
 
 # The stack verified together (see docs: FACTS.md in the project's shared notes).
@@ -27,14 +29,26 @@ INSTALL_REQUIRES = [
     "matplotlib",
 ]
 
+def _gin_packages() -> list[str]:
+  """gin/ and each of its sub-folders, named as the packages they become."""
+  folders = [root for root, _, files in os.walk("gin") if any(f.endswith(".gin") for f in files) or root == "gin"]
+  return sorted("prompt_tuning_jax." + f.replace(os.sep, ".") for f in folders)
+
+
 setup(
     name="prompt_tuning_jax",
     version="0.1.0",
     description="Prompt tuning on frozen T5 1.1 in JAX/Flax, T5X-compatible",
     python_requires=">=3.11",
-    packages=find_packages(include=["prompt_tuning_jax", "prompt_tuning_jax.*", "tasks", "tasks.*"]),
-    package_data={"prompt_tuning_jax": ["assets/**/*", "assets/*", "gin/**/*.gin"]},
-    include_package_data=True,
+    # One top-level package. The checkout keeps gin/ and tasks/ at its top level; the
+    # distribution ships them inside the package as prompt_tuning_jax.gin (data only) and
+    # prompt_tuning_jax.tasks, so no module named `tasks` lands in site-packages.
+    packages=(find_packages(include=["prompt_tuning_jax", "prompt_tuning_jax.*"])
+              + ["prompt_tuning_jax.tasks"] + _gin_packages()),
+    package_dir={"prompt_tuning_jax.tasks": "tasks", "prompt_tuning_jax.gin": "gin",
+                 **{p: p.replace("prompt_tuning_jax.", "").replace(".", "/") for p in _gin_packages()}},
+    package_data={"prompt_tuning_jax": ["assets/**/*", "assets/*"],
+                  **{p: ["*.gin"] for p in _gin_packages()}},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # torch 2.13.0 CPU is the independent reference (HF transformers, PEFT).
@@ -52,6 +66,7 @@ setup(
             "ptj-infer=prompt_tuning_jax.infer:main",
             "ptj-plan=prompt_tuning_jax.plan:main",
             "ptj-demo=prompt_tuning_jax.demo:main",
+            "ptj-reproduce=prompt_tuning_jax.reproduce:main",
         ]
     },
 )

@@ -17,8 +17,10 @@ import time
 import jax
 import numpy as np
 
-from prompt_tuning_jax import backbone, ensemble, evaluation, vocab as vocab_lib
+from prompt_tuning_jax import vocab as vocab_lib
+from prompt_tuning_jax.checkpoints import backbone
 from prompt_tuning_jax.config import SIZES
+from prompt_tuning_jax.evaluators import ensemble, predictor, task_evaluator
 
 
 def main() -> None:
@@ -41,13 +43,13 @@ def main() -> None:
   rng = np.random.RandomState(1)
   tokens = rng.randint(2, 32000, size=(args.batch_size, args.input_length)).astype(np.int32)
   tokens[:, -1] = 1
-  labels = evaluation.encode_candidates(vocab_lib.load_vocabulary(), ["entailment", "not_entailment"],
+  labels = task_evaluator.encode_candidates(vocab_lib.load_vocabulary(), ["entailment", "not_entailment"],
                                         args.target_length)
-  predictor = evaluation.Predictor(model, max_decode_length=args.target_length, num_beams=args.num_beams)
+  runner = predictor.Predictor(model, max_decode_length=args.target_length, num_beams=args.num_beams)
   modes = {
-      "rank (2 labels)": lambda: predictor.score(params, tokens, labels),
-      "greedy": lambda: predictor.generate(params, tokens, mode="greedy"),
-      f"beam ({args.num_beams})": lambda: predictor.generate(params, tokens, mode="beam"),
+      "rank (2 labels)": lambda: runner.score(params, tokens, labels),
+      "greedy": lambda: runner.generate(params, tokens, mode="greedy"),
+      f"beam ({args.num_beams})": lambda: runner.generate(params, tokens, mode="beam"),
   }
   print(f"{args.size}: d={cfg.emb_dim}, layers={cfg.num_encoder_layers}+{cfg.num_decoder_layers}, batch "
         f"{args.batch_size}, inputs {args.input_length}+{args.prompt_length} prompt, targets "

@@ -15,9 +15,13 @@ import jax
 import numpy as np
 import seqio
 
-import tasks  # noqa: F401  (registers the sample tasks)
-from prompt_tuning_jax import backbone, data as data_lib, optim, prompted, step as step_lib
+import prompt_tuning_jax.tasks as tasks  # noqa: F401  (registers the sample tasks)
+from prompt_tuning_jax import data as data_lib
+from prompt_tuning_jax.checkpoints import backbone
 from prompt_tuning_jax.config import SIZES
+from prompt_tuning_jax.prompt import PROMPT_PATTERN, wrapper
+from prompt_tuning_jax.trainer import optim
+from prompt_tuning_jax.trainer import step as step_lib
 
 SHORT_TASKS = ("cb", "copa", "rte", "wic")
 
@@ -60,11 +64,11 @@ def time_mode(pack: bool, args) -> dict:
   data = batches(pack, lengths, args.batch, args.steps + 1, args.prompt_length)
   if not pack:
     data = [{k: v for k, v in b.items() if "segment" not in k and "position" not in k} for b in data]
-  prompt_cfg = prompted.PromptConfig(length=args.prompt_length)
-  model = prompted.make_model(cfg, prompt_cfg)
+  prompt_cfg = wrapper.PromptConfig(length=args.prompt_length)
+  model = wrapper.make_model(cfg, prompt_cfg)
   frozen, _ = backbone.load_frozen("random:0", cfg)
   prompt = jax.random.uniform(jax.random.PRNGKey(1), (args.prompt_length, cfg.emb_dim), minval=-0.5, maxval=0.5)
-  trainable, frozen = optim.split_params(prompted.set_prompt(frozen, prompt), (optim.PROMPT_PATTERN,))
+  trainable, frozen = optim.split_params(wrapper.set_prompt(frozen, prompt), (PROMPT_PATTERN,))
   opt = optim.make_optimizer(optim.PROMPT_TUNING)
   state = step_lib.init_state(trainable, opt, jax.random.PRNGKey(0))
   fn = step_lib.jit_train_step(model, opt, step_lib.LossConfig())

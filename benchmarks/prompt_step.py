@@ -74,25 +74,28 @@ def _setup(args: argparse.Namespace, mode: str) -> Setup:
   """One mode's model, params, optimizer and compiled step, built as training.py builds them."""
   import jax
   import jax.numpy as jnp
-  from prompt_tuning_jax import backbone, optim, prompted, prompts, step
+
+  from prompt_tuning_jax.checkpoints import backbone
   from prompt_tuning_jax.config import SIZES
+  from prompt_tuning_jax.prompt import initializers, wrapper
+  from prompt_tuning_jax.trainer import optim, step
   if args.size not in SIZES:
     raise ValueError(f"--size={args.size!r}; expected one of {sorted(SIZES)}")
   cfg = SIZES[args.size].replace(dtype=args.dtype)
   frozen, _ = backbone.load_frozen(f"random:{args.seed}", cfg)
   if mode == "prompt":
-    prompt_cfg, optim_cfg = prompted.PromptConfig(length=args.prompt_len), optim.PROMPT_TUNING
+    prompt_cfg, optim_cfg = wrapper.PromptConfig(length=args.prompt_len), optim.PROMPT_TUNING
     input_len, encoder_len = args.input_len, args.input_len + args.prompt_len
-    value = prompts.uniform_symmetric(0.5)(jax.random.PRNGKey(args.seed), prompt_cfg.shape(cfg.emb_dim),
+    value = initializers.uniform_symmetric(0.5)(jax.random.PRNGKey(args.seed), prompt_cfg.shape(cfg.emb_dim),
                                            frozen["token_embedder"]["embedding"])
-    full = prompted.set_prompt(frozen, jnp.asarray(value, jnp.float32))
+    full = wrapper.set_prompt(frozen, jnp.asarray(value, jnp.float32))
   else:  # model tuning sees the same encoder length as plain tokens
     prompt_cfg, optim_cfg = None, optim.MODEL_TUNING
     input_len = encoder_len = args.input_len + args.prompt_len
     full = frozen
   trainable, frozen = optim.split_params(full, optim_cfg.trainable_patterns)
   del full
-  model = prompted.make_model(cfg, prompt_cfg)
+  model = wrapper.make_model(cfg, prompt_cfg)
   optimizer = optim.make_optimizer(optim_cfg)
   state = step.init_state(trainable, optimizer, jax.random.PRNGKey(args.seed + 1))
   batch = jax.device_put(common.random_batch(cfg.vocab_size, args.batch, input_len, args.target_len, args.seed))
@@ -202,6 +205,7 @@ def main() -> None:
   if bad:
     raise SystemExit(f"--modes has {bad}; expected a comma list of {MODES}")
   import matmul_ceiling
+
   from prompt_tuning_jax.config import SIZES
   cfg = SIZES[args.size]
   load_start = loadavg()

@@ -21,14 +21,16 @@ from common import fmt, format_table, loadavg
 def build(size: str, batch: int, input_len: int, target_len: int, seed: int, dtype: str = "float32"):
   """-> (model, params, batch arrays) with random weights (`backbone.load_frozen('random:<seed>')`)."""
   import jax
-  from prompt_tuning_jax import backbone, prompted
+
+  from prompt_tuning_jax.checkpoints import backbone
   from prompt_tuning_jax.config import SIZES
+  from prompt_tuning_jax.prompt import wrapper
   if size not in SIZES:
     raise ValueError(f"--size={size!r}; expected one of {sorted(SIZES)}")
   cfg = SIZES[size].replace(dtype=dtype)
   params, _ = backbone.load_frozen(f"random:{seed}", cfg)
   feats = jax.device_put(common.random_batch(cfg.vocab_size, batch, input_len, target_len, seed))
-  return cfg, prompted.make_model(cfg, None), params, feats
+  return cfg, wrapper.make_model(cfg, None), params, feats
 
 
 def run_pass(name: str, fn, args: tuple, *, warmup: int, steps: int) -> dict:
@@ -58,14 +60,15 @@ def main() -> None:
   args = parser.parse_args()
 
   import jax
-  from prompt_tuning_jax import prompted
   import matmul_ceiling
+
+  from prompt_tuning_jax.model import losses
   load_before = loadavg()
   ceiling = ({"gflops": args.ceiling_gflops, "gflop_per_cpu_s": float("nan")} if args.ceiling_gflops
              else matmul_ceiling.ceiling())
   cfg, model, params, batch = build(args.size, args.batch, args.input_len, args.target_len, args.seed,
                                      args.dtype)
-  loss = lambda p, b: prompted.loss_fn(model, p, b, None)[0]
+  loss = lambda p, b: losses.loss_fn(model, p, b, None)[0]
   results = []
   if not args.skip_forward:
     results.append(run_pass("forward (loss)", loss, (params, batch), warmup=args.warmup, steps=args.steps))

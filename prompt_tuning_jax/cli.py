@@ -10,7 +10,15 @@ from typing import Sequence
 
 import gin
 
-GIN_DIR = pathlib.Path(__file__).resolve().parent.parent / "gin"
+
+def _gin_dir() -> pathlib.Path:
+  """The bundled gin files: inside the installed package, or the checkout's top-level gin/."""
+  here = pathlib.Path(__file__).resolve().parent
+  installed = here / "gin"
+  return installed if installed.is_dir() else here.parent / "gin"
+
+
+GIN_DIR = _gin_dir()
 
 
 def _tolerant_exists(check):
@@ -61,7 +69,7 @@ def add_gin_flags(parser: argparse.ArgumentParser) -> None:
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
   """Parse flags and load gin files + bindings (files found in ./, gin/ or search paths)."""
-  import prompt_tuning_jax.gin_config  # noqa: F401  (registers the configurables)
+  register_configurables()
   bindings, rest = split_gin_flags(list(argv) if argv is not None else __import__("sys").argv[1:])
   add_gin_flags(parser)
   args = parser.parse_args(rest)
@@ -85,3 +93,36 @@ def write_operative_config(directory: str) -> None:
   os.makedirs(directory, exist_ok=True)
   with open(os.path.join(directory, "config.gin"), "w") as f:
     f.write(gin.operative_config_str())
+
+
+def build_config(cls):
+  """Call a registered config class with its gin bindings (the commands' one use of gin)."""
+  return gin.get_configurable(cls)()
+
+
+_REGISTERED = False
+
+
+def register_configurables() -> None:
+  """Expose the library's config dataclasses and initializer factories to gin, once.
+
+  Gin binds constructors only; the library itself stays gin-free.
+  """
+  global _REGISTERED
+  if _REGISTERED:
+    return
+  from prompt_tuning_jax import config, data, sharding  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.evaluators import task_evaluator
+  from prompt_tuning_jax.prompt import initializers, wrapper
+  from prompt_tuning_jax.trainer import loop, optim, step
+  for obj, module in (
+      (config.T5Config, None), (data.DataConfig, None), (wrapper.PromptConfig, None),
+      (optim.OptimConfig, None), (step.LossConfig, None), (sharding.PartitionConfig, None),
+      (loop.EarlyStopping, None), (loop.TrainConfig, None),
+      (task_evaluator.make_train_evaluator, None),
+      (initializers.uniform_symmetric, "prompts"), (initializers.uniform_zero_to_scale, "prompts"),
+      (initializers.sampled_vocab, "prompts"), (initializers.from_file, "prompts"),
+      (initializers.from_t5x_checkpoint, "prompts"), (initializers.class_label_words, "prompts"),
+  ):
+    gin.external_configurable(obj, module=module)
+  _REGISTERED = True

@@ -26,7 +26,7 @@ Batch = dict[str, np.ndarray]
 class DataConfig:
   """Which task, how long, how many per batch."""
   mixture_or_task_name: str = "demo_last_word_taskless"
-  mixture_or_task_module: str | None = "tasks"
+  mixture_or_task_module: str | None = "prompt_tuning_jax.tasks"
   task_feature_lengths: Mapping[str, int] = dataclasses.field(
       default_factory=lambda: {"inputs": 512, "targets": 8})
   batch_size: int = 32

@@ -21,24 +21,28 @@ import pathlib
 import time
 from typing import Sequence
 
-from prompt_tuning_jax import (backbone, data, evaluation, export, optim, prompted, prompts, t5,
-                               training, vocab)
+from prompt_tuning_jax import data, export, vocab
+from prompt_tuning_jax.checkpoints import backbone
 from prompt_tuning_jax.config import SIZES
+from prompt_tuning_jax.evaluators import task_evaluator
+from prompt_tuning_jax.model import t5
+from prompt_tuning_jax.prompt import initializers, wrapper
+from prompt_tuning_jax.trainer import loop, optim
 
 DEMO_CHECKPOINT = pathlib.Path(__file__).parent / "assets" / "demo_model" / "checkpoint_1500"
 TASK = "demo_last_word_taskless"
 LENGTHS = {"inputs": 16, "targets": 4}
 
 
-def demo_config(model_dir: str, *, steps: int, prompt_length: int, init: prompts.Initializer,
-                seed: int = 0) -> training.TrainConfig:
+def demo_config(model_dir: str, *, steps: int, prompt_length: int, init: initializers.Initializer,
+                seed: int = 0) -> loop.TrainConfig:
   """Prompt tuning as in the paper (Adafactor, lr 0.3), scaled to the tiny model."""
-  return training.TrainConfig(
+  return loop.TrainConfig(
       model_dir=model_dir, initial_checkpoint_path=str(DEMO_CHECKPOINT), t5=SIZES["demo"],
-      data=data.DataConfig(TASK, "tasks.demo", LENGTHS, batch_size=32, seed=seed),
-      prompt=prompted.PromptConfig(length=prompt_length), prompt_init=init, optim=optim.PROMPT_TUNING,
+      data=data.DataConfig(TASK, "prompt_tuning_jax.tasks.demo", LENGTHS, batch_size=32, seed=seed),
+      prompt=wrapper.PromptConfig(length=prompt_length), prompt_init=init, optim=optim.PROMPT_TUNING,
       train_steps=steps, eval_period=max(steps // 20, 1), checkpoint_period=steps, log_period=10,
-      evaluator=evaluation.make_train_evaluator, early_stopping=training.EarlyStopping(metric="accuracy"),
+      evaluator=task_evaluator.make_train_evaluator, early_stopping=loop.EarlyStopping(metric="accuracy"),
       seed=seed)
 
 
@@ -48,7 +52,7 @@ def frozen_scores() -> dict[str, float]:
   model = t5.Transformer(SIZES["demo"])
   out = {}
   for name in ("demo_last_word", TASK):
-    evaluator = evaluation.Evaluator(data.DataConfig(name, "tasks.demo", LENGTHS, batch_size=64), model)
+    evaluator = task_evaluator.Evaluator(data.DataConfig(name, "prompt_tuning_jax.tasks.demo", LENGTHS, batch_size=64), model)
     out[name] = evaluator(params)["accuracy"]
   return out
 
@@ -80,8 +84,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
   start = time.time()
   before = frozen_scores()
   cfg = demo_config(args.model_dir, steps=args.steps, prompt_length=args.prompt_length,
-                    init=prompts.sampled_vocab(population_size=5000))
-  result = training.train(cfg)
+                    init=initializers.sampled_vocab(population_size=5000))
+  result = loop.train(cfg)
   after = max(h["accuracy"] for h in result.history)
   plot_learning_curve(result.history, os.path.join(args.model_dir, "learning_curve.png"), before[TASK])
   exported = export.export_prompt(
@@ -105,22 +109,23 @@ def run_ablations(model_dir: str, steps: int) -> dict:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  from tasks import demo as demo_tasks
+
+  from prompt_tuning_jax.tasks import demo as demo_tasks
   vocabulary = vocab.load_vocabulary()
   words = list(demo_tasks.WORDS)
-  inits = {"random uniform [-0.5, 0.5]": prompts.uniform_symmetric(0.5),
-           "sampled vocab (5,000)": prompts.sampled_vocab(5000),
-           "class labels (first 10 words)": prompts.class_labels(vocab.label_token_ids(vocabulary, words[:10]))}
+  inits = {"random uniform [-0.5, 0.5]": initializers.uniform_symmetric(0.5),
+           "sampled vocab (5,000)": initializers.sampled_vocab(5000),
+           "class labels (first 10 words)": initializers.class_labels(vocab.label_token_ids(vocabulary, words[:10]))}
   results: dict = {"init": {}, "length": {}}
   fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
   for name, init in inits.items():
-    run = training.train(demo_config(os.path.join(model_dir, "ablations", "init_" + name.split()[0]),
+    run = loop.train(demo_config(os.path.join(model_dir, "ablations", "init_" + name.split()[0]),
                                      steps=steps, prompt_length=10, init=init))
     results["init"][name] = [(h["step"], h["accuracy"]) for h in run.history]
     left.plot(*zip(*results["init"][name]), marker=".", label=name)
   for length in (1, 3, 10, 30):
-    run = training.train(demo_config(os.path.join(model_dir, "ablations", f"length_{length}"), steps=steps,
-                                     prompt_length=length, init=prompts.sampled_vocab(5000)))
+    run = loop.train(demo_config(os.path.join(model_dir, "ablations", f"length_{length}"), steps=steps,
+                                     prompt_length=length, init=initializers.sampled_vocab(5000)))
     results["length"][length] = max(h["accuracy"] for h in run.history)
   right.plot(list(results["length"]), list(results["length"].values()), marker="o")
   left.set(xlabel="training step", ylabel="accuracy (%)", title="prompt initialization (P = 10)", ylim=(0, 102))

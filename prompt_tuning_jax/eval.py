@@ -19,11 +19,14 @@ import dataclasses
 import json
 from typing import Any, Sequence
 
-import gin
 import seqio
 
-from prompt_tuning_jax import backbone, cli, data, ensemble, evaluation, gin_config, prompted
+import gin
+from prompt_tuning_jax import cli, data
+from prompt_tuning_jax.checkpoints import backbone
 from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.evaluators import ensemble, predictor, task_evaluator
+from prompt_tuning_jax.prompt import wrapper
 
 _DATA_MACROS = {"MIXTURE_OR_TASK_NAME": "mixture_or_task_name",
                 "MIXTURE_OR_TASK_MODULE": "mixture_or_task_module",
@@ -41,7 +44,7 @@ def gin_macro(name: str, default: Any = None) -> Any:
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--prompt", action="append", default=[],
                       help="prompt file/folder, or NAME=PATH (repeatable)")
-  parser.add_argument("--mode", default="greedy", choices=evaluation.MODES)
+  parser.add_argument("--mode", default="greedy", choices=predictor.MODES)
   parser.add_argument("--batch_size", type=int, default=None)
   parser.add_argument("--num_beams", type=int, default=4)
   parser.add_argument("--alpha", type=float, default=0.6, help="beam brevity penalty exponent")
@@ -50,21 +53,21 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 def load_model(prompt_flags: Sequence[str]) -> tuple[T5Config, Any, dict, list[str], int]:
   """gin's T5Config + CHECKPOINT_PATH + prompts -> (config, model, params, names, N)."""
-  t5_config = gin_config.build(T5Config)
+  t5_config = cli.build_config(T5Config)
   path = gin_macro("CHECKPOINT_PATH", gin_macro("INITIAL_CHECKPOINT_PATH"))
   if not path:
     raise SystemExit("set --gin.CHECKPOINT_PATH=... (a T5X checkpoint, HF T5 folder or 'random:<seed>')")
   frozen, _ = backbone.load_frozen(path, t5_config)
   names, bank = ensemble.load_bank(prompt_flags, t5_config.emb_dim)
   if bank is None:
-    return t5_config, prompted.make_model(t5_config, None), frozen, [], 0
-  model = ensemble.bank_model(t5_config, bank, gin_config.build(prompted.PromptConfig))
+    return t5_config, wrapper.make_model(t5_config, None), frozen, [], 0
+  model = ensemble.bank_model(t5_config, bank, cli.build_config(wrapper.PromptConfig))
   return t5_config, model, ensemble.bank_params(frozen, bank), names, bank.shape[0]
 
 
 def data_config() -> data.DataConfig:
   """gin's DataConfig with the macros above applied on top."""
-  cfg = gin_config.build(data.DataConfig)
+  cfg = cli.build_config(data.DataConfig)
   changes = {field: gin_macro(macro) for macro, field in _DATA_MACROS.items() if gin_macro(macro) is not None}
   return dataclasses.replace(cfg, **changes)
 
@@ -84,11 +87,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               alpha=args.alpha, max_decode_length=args.max_decode_length, output_dir=args.output_dir)
   if mixture_ids is not None:
     names = [t.name for t in task.tasks]
-    results = evaluation.MultiTaskEvaluator(cfg, model, names, prompt_ids=mixture_ids, **opts).evaluate(params)
+    results = task_evaluator.MultiTaskEvaluator(cfg, model, names, prompt_ids=mixture_ids, **opts).evaluate(params)
   elif n > 1:
     results = {task.name: ensemble.EnsembleEvaluator(cfg, model, n, **opts)(params)}
   else:
-    results = {task.name: evaluation.Evaluator(cfg, model, prompt_id=0 if n else None, **opts)(params)}
+    results = {task.name: task_evaluator.Evaluator(cfg, model, prompt_id=0 if n else None, **opts)(params)}
   if args.output_dir:
     cli.write_operative_config(args.output_dir)
   print(json.dumps(results, indent=2, sort_keys=True))

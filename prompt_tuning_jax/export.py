@@ -7,7 +7,7 @@
 Writes OUT/prompt.npy; OUT/numpy_checkpoints/checkpoint_<step>/encoder.prompt.prompt.prompt
 (the original release's layout); OUT/peft/ (a Hugging Face PEFT prompt-tuning adapter:
 adapter_config.json + adapter_model.safetensors); OUT/model_card.json. The input may be any
-format `prompt_io.load_prompt` reads (.npy, numpy_checkpoints file, PEFT dir, T5X checkpoint).
+format `prompt_files.load_prompt` reads (.npy, numpy_checkpoints file, PEFT dir, T5X checkpoint).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import json
 import os
 from typing import Sequence
 
-from prompt_tuning_jax import prompt_io
+from prompt_tuning_jax.prompt import files as prompt_files
 
 FORMATS = ("npy", "numpy_checkpoint", "peft", "card")
 
@@ -28,18 +28,18 @@ def export_prompt(prompt_path: str, output_dir: str, *, formats: Sequence[str] =
   bad = sorted(set(formats) - set(FORMATS))
   if bad:
     raise ValueError(f"--formats: unknown {bad}; choose from {FORMATS}")
-  prompt = prompt_io.load_prompt(prompt_path)
+  prompt = prompt_files.load_prompt(prompt_path)
   out = {}
   if "npy" in formats:
-    out["npy"] = str(prompt_io.save_npy(os.path.join(output_dir, "prompt.npy"), prompt))
+    out["npy"] = str(prompt_files.save_npy(os.path.join(output_dir, "prompt.npy"), prompt))
   if "numpy_checkpoint" in formats:
-    out["numpy_checkpoint"] = str(prompt_io.save_numpy_checkpoint(output_dir, step, prompt))
+    out["numpy_checkpoint"] = str(prompt_files.save_numpy_checkpoint(output_dir, step, prompt))
   if "peft" in formats:
-    out["peft"] = str(prompt_io.save_peft_adapter(os.path.join(output_dir, "peft"), prompt,
+    out["peft"] = str(prompt_files.save_peft_adapter(os.path.join(output_dir, "peft"), prompt,
                                                   base_model_name_or_path=base_model,
                                                   num_attention_heads=num_heads, num_layers=num_layers))
   if "card" in formats:
-    out["card"] = str(prompt_io.write_model_card(
+    out["card"] = str(prompt_files.write_model_card(
         os.path.join(output_dir, "model_card.json"), backbone=base_model or "", task=task,
         prompt_length=prompt.shape[0], init=init, steps=step, dev_metrics=metrics or {},
         extra={"token_dim": int(prompt.shape[1])}))

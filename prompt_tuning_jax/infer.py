@@ -20,7 +20,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from prompt_tuning_jax import cli, decoding, eval as eval_cli, evaluation, vocab as vocab_lib
+from prompt_tuning_jax import cli
+from prompt_tuning_jax import eval as eval_cli
+from prompt_tuning_jax import vocab as vocab_lib
+from prompt_tuning_jax.evaluators import predictor
+from prompt_tuning_jax.model import decoding
 
 
 def read_inputs(path: str, input_field: str = "inputs", prompt_field: str = "prompt",
@@ -87,11 +91,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
   pairs = requests(rows, names)
   tokens = tokenize(vocab, [rows[i][0] for i, _ in pairs], args.input_length)
   ids = np.asarray([k for _, k in pairs], np.int32)
-  predictor = evaluation.Predictor(model, max_decode_length=args.max_decode_length or 8,
+  runner = predictor.Predictor(model, max_decode_length=args.max_decode_length or 8,
                                    num_beams=args.num_beams, alpha=args.alpha)
-  out_tokens, scores = evaluation.run_batched(
-      lambda x, p: predictor.generate(params, x, p, mode=args.mode), [tokens, ids], args.batch_size or 32)
-  outputs = evaluation.outputs_from_tokens(vocab, out_tokens, scores)
+  out_tokens, scores = predictor.run_batched(
+      lambda x, p: runner.generate(params, x, p, mode=args.mode), [tokens, ids], args.batch_size or 32)
+  outputs = predictor.outputs_from_tokens(vocab, out_tokens, scores)
   results = [{"input": text, "outputs": []} for text, _ in rows]
   for r, (i, k) in enumerate(pairs):
     item = {"prompt": names[k] if names else None, "output": outputs.texts[r],

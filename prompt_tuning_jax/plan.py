@@ -7,7 +7,7 @@
 With gin files, the model, batch, lengths, prompt length and partitioning come from
 the bindings (T5Config, DataConfig, PromptConfig, PartitionConfig); flags given
 explicitly override them. Nothing is allocated, so this runs on a laptop. The
-activation formulas are in `planning.activation_bytes`.
+activation formulas are in `memory_plan.activation_bytes`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import dataclasses
 import sys
 from typing import Any, Sequence
 
-from prompt_tuning_jax import planning, sharding
+from prompt_tuning_jax import memory_plan, sharding
 from prompt_tuning_jax.config import SIZES, T5Config
 
 _RUN_DEFAULTS = dict(num_partitions=1, parameter_partitioning_dims=1, batch_size=32, input_length=512,
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--num_devices", type=int, help="instead of --topology: number of jax devices")
   p.add_argument("--device_memory_gib", type=float, help="instead of --topology: memory per device (GiB)")
   p.add_argument("--usable_fraction", type=float, help="share of device memory to plan for "
-                 f"(default {planning.TPU_USABLE_FRACTION} on TPU, {planning.GPU_USABLE_FRACTION} on GPU)")
+                 f"(default {memory_plan.TPU_USABLE_FRACTION} on TPU, {memory_plan.GPU_USABLE_FRACTION} on GPU)")
   p.add_argument("--num_partitions", type=int, help="model-parallel size (default 1)")
   p.add_argument("--model_parallel_submesh", type=_parse_submesh, help="T5X tile, e.g. 4,4,1,2")
   p.add_argument("--parameter_partitioning_dims", type=int, choices=(1, 2))
@@ -110,14 +110,14 @@ def _gin_settings() -> tuple[T5Config | None, dict[str, Any]]:
   return (T5Config(**t5_bindings) if t5_bindings else None), found
 
 
-def topology_from_args(args: argparse.Namespace) -> planning.Topology:
+def topology_from_args(args: argparse.Namespace) -> memory_plan.Topology:
   if args.topology and (args.num_devices or args.device_memory_gib):
     raise ValueError("give either --topology or --num_devices/--device_memory_gib, not both")
   if args.topology:
-    topo = planning.parse_topology(args.topology)
+    topo = memory_plan.parse_topology(args.topology)
   elif args.num_devices and args.device_memory_gib:
-    topo = planning.Topology(f"{args.num_devices} devices", args.num_devices, args.device_memory_gib,
-                             "device", args.num_devices, planning.TPU_USABLE_FRACTION)
+    topo = memory_plan.Topology(f"{args.num_devices} devices", args.num_devices, args.device_memory_gib,
+                             "device", args.num_devices, memory_plan.TPU_USABLE_FRACTION)
   else:
     raise ValueError("--topology or both --num_devices and --device_memory_gib are required")
   if args.usable_fraction is not None:
@@ -131,7 +131,7 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, T5Config, dict[str,
   parser = build_parser()
   config, settings, name = None, {}, "xxl"
   if any(a.startswith("--gin") for a in argv):
-    from prompt_tuning_jax import cli  # pylint: disable=g-import-not-at-top  (imports the data stack)
+    from prompt_tuning_jax import cli
     args = cli.parse(parser, argv)
     config, settings = _gin_settings()
     name = ", ".join(args.gin_file) if config is not None else name
@@ -152,16 +152,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     submesh = tuple(s["model_parallel_submesh"]) if s["model_parallel_submesh"] else None
     partition = sharding.PartitionConfig(num_partitions=s["num_partitions"], model_parallel_submesh=submesh,
                                          parameter_partitioning_dims=s["parameter_partitioning_dims"])
-    run = planning.RunShape(batch_size=s["batch_size"], input_length=s["input_length"],
+    run = memory_plan.RunShape(batch_size=s["batch_size"], input_length=s["input_length"],
                             target_length=s["target_length"], prompt_length=s["prompt_length"],
                             mode=s["mode"], activation_dtype=s["activation_dtype"], param_dtype=args.param_dtype,
                             dropout_rate=s["dropout_rate"], momentum=args.momentum, remat=args.remat,
                             fused=args.estimate == "fused")
-    plan = planning.plan_memory(config, topology, run, partition)
+    plan = memory_plan.plan_memory(config, topology, run, partition)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  print(planning.format_plan(plan, name, run))
+  print(memory_plan.format_plan(plan, name, run))
   return 0
 
 

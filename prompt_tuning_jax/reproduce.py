@@ -22,7 +22,8 @@ import subprocess
 import sys
 from typing import Sequence
 
-from prompt_tuning_jax import cli, reproduction as rp
+from prompt_tuning_jax import cli
+from prompt_tuning_jax.paper import experiments
 
 DEFAULT_ROOT = "paper_runs"
 
@@ -40,7 +41,7 @@ def _split(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def _common(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--root", default=DEFAULT_ROOT, help="folder (or gs:// URL) holding every run")
-  parser.add_argument("--sizes", default=None, help=f"comma-separated, of {','.join(rp.SIZES)}")
+  parser.add_argument("--sizes", default=None, help=f"comma-separated, of {','.join(experiments.SIZES)}")
   parser.add_argument("--tasks", default=None, help="comma-separated task keys, e.g. rte,cb")
 
 
@@ -48,7 +49,7 @@ def run_main(argv: Sequence[str]) -> int:
   extra, rest = _split(argv)
   parser = argparse.ArgumentParser(prog="python -m prompt_tuning_jax.reproduce", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--experiment", required=True, choices=sorted(rp.EXPERIMENTS), metavar="NAME")
+  parser.add_argument("--experiment", required=True, choices=sorted(experiments.EXPERIMENTS), metavar="NAME")
   _common(parser)
   parser.add_argument("--launcher", default="local", choices=("local", "tpu"))
   parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
@@ -56,23 +57,23 @@ def run_main(argv: Sequence[str]) -> int:
   parser.add_argument("--keep_going", action="store_true", help="continue after a failed run")
   parser.add_argument("--tpu_args", default="", help="run_tpu.sh global options, e.g. '--name N --zone Z'")
   args = parser.parse_args(rest)
-  exp = rp.EXPERIMENTS[args.experiment]
-  runs = rp.expand(exp, args.root, sizes=_names(args.sizes), tasks=_names(args.tasks), extra=extra)
+  exp = experiments.EXPERIMENTS[args.experiment]
+  runs = experiments.expand(exp, args.root, sizes=_names(args.sizes), tasks=_names(args.tasks), extra=extra)
   if args.launcher == "tpu":
-    remote = [f"--experiment={exp.name}", f"--root={rp.absolute(args.root)}"]
+    remote = [f"--experiment={exp.name}", f"--root={experiments.absolute(args.root)}"]
     remote += [f"--{k}={v}" for k, v in (("sizes", args.sizes), ("tasks", args.tasks)) if v]
     remote += (["--keep_going"] if args.keep_going else []) + extra
-    command = rp.tpu_command(remote, shlex.split(args.tpu_args), f"reproduce_{exp.name}")
+    command = experiments.tpu_command(remote, shlex.split(args.tpu_args), f"reproduce_{exp.name}")
     if "://" not in args.root:
       print(f"note: --root={args.root} is a path on the TPU VM's own disk; use gs:// to keep the runs")
     print(f"{exp.name}: {len(runs)} runs, queued on the TPU VM with:\n  {shlex.join(command)}")
     return 0 if args.dry_run else subprocess.run(command).returncode
   if args.dry_run:
-    print(f"{exp.name} ({exp.reproduces}): {len(runs)} runs under {rp.absolute(args.root)}")
+    print(f"{exp.name} ({exp.reproduces}): {len(runs)} runs under {experiments.absolute(args.root)}")
     for i, run in enumerate(runs, 1):
-      print(f"[{i}] {rp.status(run)} {run.name}\n  {run.shell()}")
+      print(f"[{i}] {experiments.status(run)} {run.name}\n  {run.shell()}")
     return 0
-  outcomes = rp.launch_local(runs, keep_going=args.keep_going)
+  outcomes = experiments.launch_local(runs, keep_going=args.keep_going)
   failed = [n for n, o in outcomes.items() if o.startswith("failed")]
   print(f"{exp.name}: " + ", ".join(f"{o} {sum(v == o for v in outcomes.values())}"
                                     for o in sorted(set(outcomes.values()))))
@@ -80,7 +81,7 @@ def run_main(argv: Sequence[str]) -> int:
 
 
 def aggregate_main(argv: Sequence[str]) -> int:
-  from prompt_tuning_jax import reproduction_report  # matplotlib only here
+  from prompt_tuning_jax.paper import report
   extra, rest = _split(argv)
   parser = argparse.ArgumentParser(prog="python -m prompt_tuning_jax.reproduce aggregate",
                                    description="Tables (Markdown, CSV) and plots (PNG) of finished runs.")
@@ -89,8 +90,8 @@ def aggregate_main(argv: Sequence[str]) -> int:
   _common(parser)
   parser.add_argument("--out", default=None, help="output folder (default: ROOT/results; plots need a local one)")
   args = parser.parse_args(rest)
-  names = _names(args.experiment) or [n for n, e in rp.EXPERIMENTS.items() if not e.hidden]
-  written = reproduction_report.aggregate(args.root, names, sizes=_names(args.sizes), tasks=_names(args.tasks),
+  names = _names(args.experiment) or [n for n, e in experiments.EXPERIMENTS.items() if not e.hidden]
+  written = report.aggregate(args.root, names, sizes=_names(args.sizes), tasks=_names(args.tasks),
                                           out_dir=args.out, extra=extra)
   for name, files in written.items():
     print(f"{name}: " + ", ".join(files))
@@ -98,9 +99,9 @@ def aggregate_main(argv: Sequence[str]) -> int:
 
 
 def list_main() -> int:
-  for name, exp in rp.EXPERIMENTS.items():
+  for name, exp in experiments.EXPERIMENTS.items():
     if not exp.hidden:
-      runs = rp.expand(exp, DEFAULT_ROOT)
+      runs = experiments.expand(exp, DEFAULT_ROOT)
       print(f"{name:14s} {len(runs):4d} runs  {exp.reproduces}")
   return 0
 

@@ -14,9 +14,12 @@ import json
 from typing import Sequence
 
 import gin
-
-from prompt_tuning_jax import backbone, cli, gin_config, prompt_io, prompted, scoring, vocab
+from prompt_tuning_jax import cli, vocab
+from prompt_tuning_jax.checkpoints import backbone
 from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.evaluators import scorer
+from prompt_tuning_jax.prompt import files as prompt_files
+from prompt_tuning_jax.prompt import wrapper
 
 
 def read_pairs(path: str) -> list[dict]:
@@ -43,18 +46,18 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--vocabulary", default=None, help="SentencePiece model (default: bundled T5 vocabulary)")
   parser.add_argument("--batch_size", type=int, default=16)
   args = cli.parse(parser, argv)
-  cfg = gin_config.build(T5Config)
+  cfg = cli.build_config(T5Config)
   params, _ = backbone.load_frozen(gin.query_parameter("%CHECKPOINT_PATH"), cfg)
   prompt_cfg = None
   if args.prompt:
-    prompt = prompt_io.load_prompt(args.prompt)
-    prompt_io.check_shape(prompt, (prompt.shape[0], cfg.emb_dim), args.prompt)
-    prompt_cfg = prompted.PromptConfig(length=prompt.shape[0])
-    params = prompted.set_prompt(params, prompt)
-  model = prompted.make_model(cfg, prompt_cfg)
+    prompt = prompt_files.load_prompt(args.prompt)
+    prompt_files.check_shape(prompt, (prompt.shape[0], cfg.emb_dim), args.prompt)
+    prompt_cfg = wrapper.PromptConfig(length=prompt.shape[0])
+    params = wrapper.set_prompt(params, prompt)
+  model = wrapper.make_model(cfg, prompt_cfg)
   rows = read_pairs(args.input_file)
-  scorer = scoring.Scorer(model, params, vocab.load_vocabulary(args.vocabulary), batch_size=args.batch_size)
-  results = scorer.score([(r["inputs"], r["targets"]) for r in rows])
+  pair_scorer = scorer.Scorer(model, params, vocab.load_vocabulary(args.vocabulary), batch_size=args.batch_size)
+  results = pair_scorer.score([(r["inputs"], r["targets"]) for r in rows])
   with open(args.output_file, "w") as f:
     for row, res in zip(rows, results):
       f.write(json.dumps({**row, **res}) + "\n")

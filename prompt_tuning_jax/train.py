@@ -13,20 +13,21 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from prompt_tuning_jax import cli, distributed, gin_config, training
+from prompt_tuning_jax import cli, distributed
+from prompt_tuning_jax.trainer import loop
 
 
-def main(argv: Sequence[str] | None = None) -> training.TrainResult:
+def main(argv: Sequence[str] | None = None) -> loop.TrainResult:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--coordinator_address", default=None)
   parser.add_argument("--num_processes", type=int, default=None)
   parser.add_argument("--process_id", type=int, default=None)
   args = cli.parse(parser, argv)
   distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
-  config = gin_config.build(training.TrainConfig)  # every field bound by gin
+  config = cli.build_config(loop.TrainConfig)  # every field bound by gin
   if distributed.is_primary():
     cli.write_operative_config(config.model_dir)
-  result = training.train(config)
+  result = loop.train(config)
   print(f"done: step {result.step}, best {result.best}, prompt in {config.model_dir}")
   return result
 

@@ -13,9 +13,10 @@ import os
 import shutil
 import tempfile
 
-from prompt_tuning_jax import data, optim, step, training
+from prompt_tuning_jax import data
 from prompt_tuning_jax.checkpoints import t5x
 from prompt_tuning_jax.config import SIZES
+from prompt_tuning_jax.trainer import loop, optim, step
 
 
 def main() -> None:
@@ -26,13 +27,13 @@ def main() -> None:
   parser.add_argument("--out", default=os.path.join("prompt_tuning_jax", "assets", "demo_model"))
   args = parser.parse_args()
   with tempfile.TemporaryDirectory() as work:
-    cfg = training.TrainConfig(
+    cfg = loop.TrainConfig(
         model_dir=work, initial_checkpoint_path="random:0", t5=SIZES["demo"],
-        data=data.DataConfig("demo_pretrain", "tasks.demo", {"inputs": 16, "targets": 4}, batch_size=args.batch_size),
+        data=data.DataConfig("demo_pretrain", "prompt_tuning_jax.tasks.demo", {"inputs": 16, "targets": 4}, batch_size=args.batch_size),
         prompt=None,
         optim=dataclasses.replace(optim.MODEL_TUNING, learning_rate=args.learning_rate, weight_decay_rate=None),
         loss=step.LossConfig(), train_steps=args.steps, checkpoint_period=args.steps, log_period=100)
-    result = training.train(cfg)
+    result = loop.train(cfg)
   shutil.rmtree(args.out, ignore_errors=True)
   params = t5x.cast_params(result.trainable, "bfloat16")
   path = t5x.write_t5x_checkpoint(args.out, params, step=args.steps)

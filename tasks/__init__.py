@@ -22,11 +22,22 @@ import seqio
 
 import prompt_tuning_jax
 from prompt_tuning_jax import vocab as _vocab
-from tasks import sources, superglue
-from tasks.sources import (get_data_dir, set_data_dir, set_tfds_data_dir,
-                           set_tfds_download, SuperGlueDataError)
-from tasks.superglue import (LABEL_NAMES, SAMPLE_TASKS, TASKS, mixture_name,
-                             task_name, text_to_label)
+from prompt_tuning_jax.tasks import sources, superglue
+from prompt_tuning_jax.tasks.sources import (
+  SuperGlueDataError,
+  get_data_dir,
+  set_data_dir,
+  set_tfds_data_dir,
+  set_tfds_download,
+)
+from prompt_tuning_jax.tasks.superglue import (
+  LABEL_NAMES,
+  SAMPLE_TASKS,
+  TASKS,
+  mixture_name,
+  task_name,
+  text_to_label,
+)
 
 # The bundled 32 + 32 rows per task, located through the installed package.
 SAMPLES_DIR = (Path(prompt_tuning_jax.__file__).resolve().parent / "assets" /
@@ -41,5 +52,5 @@ def get_vocabulary() -> seqio.SentencePieceVocabulary:
 
 superglue.register_superglue(get_vocabulary(), str(SAMPLES_DIR))
 
-# The other task families register on import too, so MIXTURE_OR_TASK_MODULE="tasks" finds them.
-from tasks import demo, glue  # noqa: E402,F401
+# The other task families register on import too, so MIXTURE_OR_TASK_MODULE="prompt_tuning_jax.tasks" finds them.
+from prompt_tuning_jax.tasks import demo, glue  # noqa: E402,F401

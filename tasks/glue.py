@@ -24,13 +24,13 @@ import dataclasses
 import functools
 from typing import Any, Callable, Mapping
 
-import gin
 import seqio
 import tensorflow as tf
 
-from prompt_tuning_jax import metrics
+import gin
 from prompt_tuning_jax import vocab as vocab_lib
-from tasks import sources, superglue
+from prompt_tuning_jax.evaluators import superglue_metrics
+from prompt_tuning_jax.tasks import sources, superglue
 
 LABEL_NAMES: dict[str, tuple[str, str]] = {
     "qqp": ("not_duplicate", "duplicate"),
@@ -65,8 +65,8 @@ def paraphrase_text(x: Mapping[str, tf.Tensor], task: str, label_task: str) -> d
 
 def paraphrase_metric(targets, predictions) -> dict[str, float]:
   """Accuracy and F1 of class 1 (duplicate / equivalent); invalid outputs count as wrong."""
-  return {"accuracy": metrics.accuracy(targets, predictions),
-          "f1": metrics.binary_f1(targets, predictions)}
+  return {"accuracy": superglue_metrics.accuracy(targets, predictions),
+          "f1": superglue_metrics.binary_f1(targets, predictions)}
 
 
 def _add_task(name: str, task: str, label_task: str, splits: tuple[str, ...] | None,
@@ -99,11 +99,11 @@ def register_glue() -> None:
 def transfer_evaluator(train_config: Any, model: Any, *, target_task: str,
                        mode: str = "greedy") -> Callable[[Any, int], dict[str, float]]:
   """Eval hook: the run's own task (early stopping reads it) plus `target_task` zero-shot,
-  its metrics prefixed 'target/'. Same signature as `evaluation.make_train_evaluator`."""
-  from prompt_tuning_jax import evaluation  # jax-heavy; only training needs it
-  source = evaluation.make_train_evaluator(train_config, model, mode=mode)
+  its metrics prefixed 'target/'. Same signature as `task_evaluator.make_train_evaluator`."""
+  from prompt_tuning_jax.evaluators import task_evaluator
+  source = task_evaluator.make_train_evaluator(train_config, model, mode=mode)
   target_data = dataclasses.replace(train_config.data, mixture_or_task_name=target_task)
-  target = evaluation.Evaluator(target_data, model, mode=mode)
+  target = task_evaluator.Evaluator(target_data, model, mode=mode)
 
   def evaluate(params: Any, step: int) -> dict[str, float]:
     scores = dict(source(params, step))

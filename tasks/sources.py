@@ -30,9 +30,10 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-import gin
 import seqio
 import tensorflow as tf
+
+import gin
 
 ENV_DATA_DIR = "PTJ_SUPERGLUE_DIR"
 ENV_TFDS_DATA_DIR = "PTJ_TFDS_DATA_DIR"

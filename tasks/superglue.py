@@ -23,8 +23,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import seqio
 import tensorflow as tf
 
-from prompt_tuning_jax import metrics
-from tasks import sources
+from prompt_tuning_jax.evaluators import superglue_metrics
+from prompt_tuning_jax.tasks import sources
 
 UNK_TARGET = "<unk>"
 LABEL_NAMES = sources.LABEL_NAMES
@@ -232,27 +232,27 @@ def wsc_postprocess(output: Any, example: Optional[Mapping[str, Any]] = None,
 
 # ------------------------------------------------------------- metric fns
 def accuracy_metric(targets, predictions) -> dict[str, float]:
-  return {"accuracy": metrics.accuracy(targets, predictions)}
+  return {"accuracy": superglue_metrics.accuracy(targets, predictions)}
 
 
 def cb_metric(targets, predictions) -> dict[str, float]:
-  return {"accuracy": metrics.accuracy(targets, predictions),
-          "macro_f1": metrics.macro_f1(targets, predictions, num_classes=3)}
+  return {"accuracy": superglue_metrics.accuracy(targets, predictions),
+          "macro_f1": superglue_metrics.macro_f1(targets, predictions, num_classes=3)}
 
 
 def axb_metric(targets, predictions) -> dict[str, float]:
-  return {"matthews_corrcoef": metrics.matthews_corrcoef(targets, predictions),
-          "accuracy": metrics.accuracy(targets, predictions)}
+  return {"matthews_corrcoef": superglue_metrics.matthews_corrcoef(targets, predictions),
+          "accuracy": superglue_metrics.accuracy(targets, predictions)}
 
 
 def multirc_metric(targets, predictions) -> dict[str, float]:
-  return metrics.multirc_scores([t["value"] for t in targets],
+  return superglue_metrics.multirc_scores([t["value"] for t in targets],
                                 [p["value"] for p in predictions],
                                 [t["group"] for t in targets])
 
 
 def record_metric(targets, predictions) -> dict[str, float]:
-  return metrics.record_scores([t["answers"] for t in targets],
+  return superglue_metrics.record_scores([t["answers"] for t in targets],
                                [p["text"] for p in predictions],
                                [t["group"] for t in targets])
 

@@ -3,14 +3,14 @@ import json
 import subprocess
 import sys
 
-import gin
 import jax
 import numpy as np
 import pytest
 import torch
 
-from prompt_tuning_jax import backbone, score, train, vocab
-from prompt_tuning_jax.checkpoints import hf
+import gin
+from prompt_tuning_jax import score, train, vocab
+from prompt_tuning_jax.checkpoints import backbone, hf
 from prompt_tuning_jax.config import SIZES
 
 FIXTURE = "tests/testdata/t5x_checkpoints/test_t5_tiny.checkpoint_0"
@@ -42,7 +42,7 @@ def test_score_matches_huggingface_log_likelihoods(tmp_path, monkeypatch):
   src = tmp_path / "pairs.jsonl"
   src.write_text("\n".join(json.dumps(p) for p in pairs) + "\n")
   out = tmp_path / "scores.jsonl"
-  score.main([f"--gin_file=tests/tiny_inline.gin", f"--gin.CHECKPOINT_PATH={repo / FIXTURE}",
+  score.main(["--gin_file=tests/tiny_inline.gin", f"--gin.CHECKPOINT_PATH={repo / FIXTURE}",
               f"--input_file={src}", f"--output_file={out}"])
   rows = [json.loads(l) for l in out.read_text().splitlines()]
   params, _ = backbone.load_frozen(str(repo / FIXTURE), SIZES["tiny_inline"])

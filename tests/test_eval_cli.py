@@ -1,12 +1,13 @@
 """The eval and infer entry points, run in-process on a tiny random T5 ('random:0')."""
 import json
 
-import gin
 import numpy as np
 import pytest
 import seqio
 
-from prompt_tuning_jax import eval as eval_cli, infer
+import gin
+from prompt_tuning_jax import eval as eval_cli
+from prompt_tuning_jax import infer
 
 RTE = "superglue_rte_sample_taskless"
 CB = "superglue_cb_sample_taskless"
@@ -56,7 +57,7 @@ def test_eval_ensemble_greedy(tmp_path, prompts):
 def test_eval_mixture_with_a_prompt_per_task(tmp_path, prompts):
   name = "test_eval_cli_rte_cb"
   if name not in seqio.MixtureRegistry.names():
-    import tasks  # noqa: F401  (registers the sample tasks)
+    import prompt_tuning_jax.tasks as tasks  # noqa: F401  (registers the sample tasks)
     seqio.MixtureRegistry.add(name, [RTE, CB], default_rate=1.0)
   mixture = TINY + DATA + [f"--gin.MIXTURE_OR_TASK_NAME={name}", f"--prompt={RTE}={prompts[0]}"]
   with pytest.raises(SystemExit, match="no --prompt=TASK=PATH"):

@@ -5,9 +5,12 @@ import peft
 import pytest
 import torch
 
-from prompt_tuning_jax import data, export, prompt_io, prompted, t5, vocab
+from prompt_tuning_jax import data, export, vocab
 from prompt_tuning_jax.checkpoints import hf
 from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.model import losses, t5
+from prompt_tuning_jax.prompt import files as prompt_files
+from prompt_tuning_jax.prompt import wrapper
 
 CFG = T5Config(vocab_size=32128, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32, num_encoder_layers=2,
                num_decoder_layers=2)
@@ -29,8 +32,8 @@ def test_peft_adapter_on_hf_t5_gives_our_log_likelihoods(tmp_path):
   pairs = [("premise: a cat sat. hypothesis: an animal sat.", "entailment"),
            ("premise: it rains. hypothesis: it is dry.", "not_entailment")]
   batch = data.tokenize_pairs(vocab.load_vocabulary(), pairs, {"inputs": 24, "targets": 8})
-  model = prompted.make_model(CFG, prompted.PromptConfig(length=prompt.shape[0]))
-  ours, _ = prompted.score_fn(model, prompted.set_prompt(params, prompt), batch)
+  model = wrapper.make_model(CFG, wrapper.PromptConfig(length=prompt.shape[0]))
+  ours, _ = losses.score_fn(model, wrapper.set_prompt(params, prompt), batch)
 
   peft_model = peft.PeftModel.from_pretrained(hf.to_hf_torch_model(params, CFG), paths["peft"]).eval()
   with torch.no_grad():
@@ -42,7 +45,7 @@ def test_peft_adapter_on_hf_t5_gives_our_log_likelihoods(tmp_path):
   theirs = (np.take_along_axis(logp, targets[..., None], -1)[..., 0] * (targets > 0)).sum(-1)
   np.testing.assert_allclose(np.asarray(ours), theirs, rtol=1e-5)
   # And the prompt changes the score (the adapter is really applied).
-  plain, _ = prompted.score_fn(t5.Transformer(CFG), params, batch)
+  plain, _ = losses.score_fn(t5.Transformer(CFG), params, batch)
   assert np.abs(np.asarray(plain) - theirs).max() > 1e-3
 
 
@@ -52,7 +55,7 @@ def test_every_format_round_trips_and_the_card_describes_the_prompt(tmp_path):
   paths = export.export_prompt(str(tmp_path / "p.npy"), str(tmp_path / "out"), step=1_130_000,
                                task="superglue_rte_taskless", metrics={"accuracy": 68.6})
   for fmt in ("npy", "numpy_checkpoint", "peft"):
-    np.testing.assert_array_equal(prompt_io.load_prompt(paths[fmt]), prompt)
+    np.testing.assert_array_equal(prompt_files.load_prompt(paths[fmt]), prompt)
   assert paths["numpy_checkpoint"].endswith("numpy_checkpoints/checkpoint_1130000/encoder.prompt.prompt.prompt")
   card = __import__("json").load(open(paths["card"]))
   assert card["prompt_length"] == 100 and card["token_dim"] == 16 and card["dev_metrics"] == {"accuracy": 68.6}
@@ -60,13 +63,14 @@ def test_every_format_round_trips_and_the_card_describes_the_prompt(tmp_path):
 
 def test_released_prompt_loads_onto_a_base_shaped_model(testdata):
   """The original release's RTE prompt [100, 768] fits a Base-shaped prompted model."""
-  from prompt_tuning_jax.config import SIZES
   import flax.linen as nn
-  prompt = prompt_io.load_prompt(str(testdata / "released_prompts/t5_1_1_lm100k_base/rte.npy"))
-  model = prompted.make_model(SIZES["base"], prompted.PromptConfig(length=100))
+
+  from prompt_tuning_jax.config import SIZES
+  prompt = prompt_files.load_prompt(str(testdata / "released_prompts/t5_1_1_lm100k_base/rte.npy"))
+  model = wrapper.make_model(SIZES["base"], wrapper.PromptConfig(length=100))
   shapes = nn.unbox(jax.eval_shape(lambda r: model.init(r, *(np.ones((1, 2), np.int32),) * 3)["params"],
                                    jax.random.PRNGKey(0)))
-  assert prompted.get_prompt(shapes).shape == prompt.shape == (100, 768)
+  assert wrapper.get_prompt(shapes).shape == prompt.shape == (100, 768)
 
 
 def test_unknown_format_is_refused(tmp_path):

@@ -19,7 +19,11 @@ import ml_dtypes
 import numpy as np
 
 from prompt_tuning_jax.checkpoints import tree
-from prompt_tuning_jax.checkpoints.validation import CheckpointMismatchError, param_shapes, validate_params
+from prompt_tuning_jax.checkpoints.validation import (
+  CheckpointMismatchError,
+  param_shapes,
+  validate_params,
+)
 from prompt_tuning_jax.config import T5Config
 
 # Keys HF checkpoints may carry that duplicate another weight (tied embeddings, an

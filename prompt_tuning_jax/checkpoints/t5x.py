@@ -27,8 +27,14 @@ import numpy as np
 import tensorstore as ts
 
 from prompt_tuning_jax.checkpoints import fs, tree
-from prompt_tuning_jax.checkpoints.validation import (CheckpointCorruptError, CheckpointMismatchError, ShapeDtype,
-                                                      infer_t5_config, param_shapes, validate_params)
+from prompt_tuning_jax.checkpoints.validation import (
+  CheckpointCorruptError,
+  CheckpointMismatchError,
+  ShapeDtype,
+  infer_t5_config,
+  param_shapes,
+  validate_params,
+)
 
 __all__ = ["T5XCheckpoint", "T5XCheckpointIndex", "CheckpointCorruptError", "CheckpointMismatchError", "ShapeDtype",
            "open_t5x_checkpoint", "read_t5x_checkpoint", "read_t5x_variable", "read_t5x_array", "read_t5x_shapes",

@@ -96,7 +96,8 @@ def param_shapes(cfg: T5Config, dtype: Any = np.float32) -> dict[str, Any]:
   """The T5X parameter tree of `cfg` as ShapeDtype leaves, read off the Flax model
   itself (`jax.eval_shape` of its init: nothing is allocated), so there is one source."""
   import flax.linen as nn
-  from prompt_tuning_jax import t5
+
+  from prompt_tuning_jax.model import t5
   shapes = nn.unbox(t5.param_shapes(cfg))
   return tree.unflatten({k: ShapeDtype(tuple(v.shape), np.dtype(dtype)) for k, v in tree.flatten(shapes).items()})
 

@@ -1,0 +1,316 @@
+"""Evaluate a (prompted) model on SeqIO tasks' eval splits with the tasks' own metrics.
+
+Three modes: 'greedy' and 'beam' decode text and map it back through the task's
+postprocessor; 'rank' scores each of the task's label strings and picks the most
+likely (rank classification, one encoder pass per example). Rank needs a fixed label
+set (see `candidate_labels`); tasks without one (ReCoRD, WSC) fall back to greedy and
+the metrics JSON says so. `invalid_rate` is the fraction of outputs that map to no label.
+
+`Evaluator` is the training loop's eval hook; `MultiTaskEvaluator` runs several tasks
+in shared batches, each example with its own task's prompt from a bank [T, P, d].
+Both can write `<task>.metrics.json`, `<task>.predictions.jsonl` and TensorBoard scalars.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import json
+import logging
+import os
+import re
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+import seqio
+
+from prompt_tuning_jax import data
+from prompt_tuning_jax.evaluators.predictor import (
+  Outputs,
+  Predictor,
+  check_mode,
+  outputs_from_scores,
+  outputs_from_tokens,
+  run_batched,
+)
+from prompt_tuning_jax.model import decoding, t5
+from prompt_tuning_jax.trainer import metric_writer
+
+Array = jax.Array
+UNK_TARGET = "<unk>"  # target of unlabeled (test) rows
+
+
+def as_text(value: Any) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def exact_match_accuracy(targets: list[Any], predictions: list[Any]) -> dict[str, float]:
+  return {"accuracy": 100.0 * float(np.mean([t == p for t, p in zip(targets, predictions)]))}
+
+
+def is_invalid(prediction: Any) -> bool:
+  """Postprocessed output that is no label: -1 / None, or a dict whose 'value' is."""
+  if isinstance(prediction, dict):
+    prediction = prediction.get("value", 0)
+  return prediction is None or (isinstance(prediction, (int, np.integer)) and prediction == -1)
+
+
+# ------------------------------------------------------------------------- candidates
+
+def candidate_labels(task: seqio.Task, examples: Sequence[dict], *, module: str | None = None,
+                     explicit: Sequence[str] | None = None) -> tuple[tuple[str, ...] | None, str]:
+  """The label strings rank classification chooses among, and where they came from.
+
+  Looked up in order: `explicit`; a `label_names` attribute on the task; the
+  `label_names` keyword of a `functools.partial` postprocessor (SuperGLUE's
+  classification tasks); the registering module's `LABEL_NAMES[key]` for a key that is
+  a word of the task name (e.g. MultiRC). Any set found is used only if every labeled
+  eval target is one of its strings: WSC's targets are referent texts, not its
+  False/True labels, and ReCoRD has no set, so both return None (-> greedy).
+  """
+  found, source = None, "none"
+  post = getattr(task, "postprocessor", None)
+  if explicit is not None:
+    found, source = tuple(explicit), "explicit"
+  elif getattr(task, "label_names", None):
+    found, source = tuple(task.label_names), "task.label_names"
+  elif isinstance(post, functools.partial) and post.keywords.get("label_names"):
+    found, source = tuple(post.keywords["label_names"]), "postprocessor label_names"
+  elif module:
+    table = getattr(importlib.import_module(module), "LABEL_NAMES", None) or {}
+    words = set(re.split(r"[_\W]+", task.name))
+    keys = [k for k in table if k in words]
+    if len(keys) == 1:
+      found, source = tuple(table[keys[0]]), f"{module}.LABEL_NAMES[{keys[0]!r}]"
+  if found is None:
+    return None, f"task {task.name!r} exposes no fixed label set"
+  stray = sorted({as_text(ex["targets_pretokenized"]) for ex in examples} - set(found) - {UNK_TARGET})
+  if stray:
+    return None, (f"eval targets of {task.name!r} are not all labels {found} (from {source}), "
+                  f"e.g. {stray[:3]}")
+  return found, source
+
+
+def encode_candidates(vocab: seqio.Vocabulary, labels: Sequence[str], max_length: int) -> np.ndarray:
+  """Label strings -> EOS-terminated, 0-padded ids [C, T'] (T' <= max_length)."""
+  rows = [list(vocab.encode(label))[: max_length - 1] + [decoding.EOS_ID] for label in labels]
+  out = np.zeros((len(rows), max(len(r) for r in rows)), np.int32)
+  for i, row in enumerate(rows):
+    out[i, : len(row)] = row
+  return out
+
+
+# ---------------------------------------------------------------------------- one task
+
+@dataclasses.dataclass
+class TaskData:
+  """One task's eval split, tokenized, with its rank candidates (if any)."""
+  task: seqio.Task
+  examples: list[dict]
+  inputs: np.ndarray            # [N, L]
+  labels: tuple[str, ...] | None
+  candidates: np.ndarray | None  # [C, T'] label ids, when rank is possible
+  rank_note: str
+
+  @property
+  def name(self) -> str:
+    return self.task.name
+
+  @property
+  def vocab(self) -> seqio.Vocabulary:
+    return self.task.output_features["targets"].vocabulary
+
+  def mode_for(self, mode: str) -> str:
+    """The mode actually used: rank falls back to greedy without candidates."""
+    return "greedy" if mode == "rank" and self.candidates is None else mode
+
+
+def load_task_data(data_config: data.DataConfig, *, split: str | None = None,
+                   task_name: str | None = None, labels: Sequence[str] | None = None) -> TaskData:
+  """Read and tokenize the eval split of `task_name` (default: the config's task)."""
+  cfg = data_config if task_name is None else dataclasses.replace(data_config, mixture_or_task_name=task_name)
+  task = data.get_task(cfg)
+  if not isinstance(task, seqio.Task):
+    raise ValueError(f"MIXTURE_OR_TASK_NAME={cfg.mixture_or_task_name!r} is a mixture; evaluate its "
+                     f"tasks ({[t.name for t in task.tasks]}) with MultiTaskEvaluator")
+  examples = data.eval_examples(cfg, split)
+  if not examples:
+    raise ValueError(f"task {task.name!r} split {split or cfg.eval_split!r} has no examples")
+  length = cfg.task_feature_lengths["inputs"]
+  inputs = np.zeros((len(examples), length), np.int32)
+  for i, ex in enumerate(examples):
+    ids = np.asarray(ex["inputs"])[:length]
+    inputs[i, : len(ids)] = ids
+  found, note = candidate_labels(task, examples, module=cfg.mixture_or_task_module, explicit=labels)
+  cands = None
+  if found is not None:
+    cands = encode_candidates(task.output_features["targets"].vocabulary, found,
+                              cfg.task_feature_lengths["targets"])
+  return TaskData(task, examples, inputs, found, cands, note)
+
+
+def compute_metrics(task_data: TaskData, texts: Sequence[str]) -> tuple[dict[str, float], list[Any]]:
+  """The task's metric functions on postprocessed outputs, plus `invalid_rate` (0-1)."""
+  task = task_data.task
+  preds = [task.postprocess_fn(t, example=ex, is_target=False) for t, ex in zip(texts, task_data.examples)]
+  targets = [task.postprocess_fn(as_text(ex["targets_pretokenized"]), example=ex, is_target=True)
+             for ex in task_data.examples]
+  scores: dict[str, float] = {}
+  for fn in list(task.predict_metric_fns) or [exact_match_accuracy]:
+    scores.update({k: float(getattr(v, "value", v)) for k, v in fn(targets, preds).items()})
+  scores["invalid_rate"] = float(np.mean([is_invalid(p) for p in preds]))
+  return scores, preds
+
+
+def prediction_records(task_data: TaskData, outputs: Outputs, preds: Sequence[Any]) -> list[dict]:
+  """One JSON-able dict per example: inputs, targets, output, score, prediction, ..."""
+  records = []
+  for i, ex in enumerate(task_data.examples):
+    rec = {"index": i, "inputs": as_text(ex.get("inputs_pretokenized", "")),
+           "targets": as_text(ex.get("targets_pretokenized", "")), "output": outputs.texts[i],
+           "score": float(outputs.scores[i]), "prediction": preds[i], "invalid": is_invalid(preds[i])}
+    if outputs.beams is not None:
+      rec["beams"] = [{"output": t, "score": s} for t, s in outputs.beams[i]]
+    if outputs.candidate_scores is not None:
+      rec["candidate_scores"] = {lab: float(s)
+                                 for lab, s in zip(task_data.labels, outputs.candidate_scores[i])}
+    records.append(rec)
+  return records
+
+
+def write_results(output_dir: str, name: str, summary: dict, records: Sequence[dict],
+                  step: int | None = None) -> tuple[str, str]:
+  """`<name>[.step_<s>].metrics.json` and `.predictions.jsonl` under output_dir."""
+  os.makedirs(output_dir, exist_ok=True)
+  stem = os.path.join(output_dir, name if step is None else f"{name}.step_{step}")
+  with open(stem + ".metrics.json", "w") as f:
+    json.dump(summary, f, indent=2, sort_keys=True, default=_json_default)
+  with open(stem + ".predictions.jsonl", "w") as f:
+    for rec in records:
+      f.write(json.dumps(rec, sort_keys=True, default=_json_default) + "\n")
+  return stem + ".metrics.json", stem + ".predictions.jsonl"
+
+
+def _json_default(value: Any) -> Any:
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, (np.ndarray, tuple, set)):
+    return list(np.asarray(value).tolist()) if isinstance(value, np.ndarray) else list(value)
+  return str(value)
+
+
+# --------------------------------------------------------------------------- evaluators
+
+def predict_tasks(predictor: Predictor, params: Any, sets: Sequence[TaskData],
+                  prompt_ids: Sequence[int | None], *, mode: str, batch_size: int) -> list[Outputs]:
+  """Outputs for every example of every set; examples of different sets share batches.
+
+  Sets whose effective mode is the same run together, interleaved round-robin so a
+  batch mixes tasks; each example carries its set's prompt id (None: no bank).
+  """
+  if any(i is None for i in prompt_ids) and len(sets) > 1:
+    raise ValueError("several tasks in one batch need a prompt id per task (a prompt bank)")
+  results: list[Outputs | None] = [None] * len(sets)
+  for effective in ("rank", "greedy", "beam"):
+    group = [k for k, s in enumerate(sets) if s.mode_for(mode) == effective]
+    if not group:
+      continue
+    order = sorted(((i, k) for k in group for i in range(len(sets[k].examples))))
+    inputs = np.stack([sets[k].inputs[i] for i, k in order])
+    ids = None if prompt_ids[group[0]] is None else np.asarray([prompt_ids[k] for _, k in order], np.int32)
+    if effective == "rank" and len(group) == 1:  # one label set shared by the batch
+      shared = sets[group[0]].candidates
+      out = run_batched(lambda x, p: predictor.score(params, x, shared, p), [inputs, ids], batch_size)
+    elif effective == "rank":  # per-example label sets, 0-padded to a common [C, T]
+      width = max(sets[k].candidates.shape[1] for k in group)
+      count = max(sets[k].candidates.shape[0] for k in group)
+      cands = np.zeros((len(order), count, width), np.int32)
+      for row, (_, k) in enumerate(order):
+        c = sets[k].candidates
+        cands[row, : c.shape[0], : c.shape[1]] = c
+      out = run_batched(lambda x, c, p: predictor.score(params, x, c, p), [inputs, cands, ids], batch_size)
+    else:
+      out = run_batched(lambda x, p: predictor.generate(params, x, p, mode=effective), [inputs, ids],
+                        batch_size)
+    for k in group:
+      rows = [row for row, (_, kk) in enumerate(order) if kk == k]
+      if effective == "rank":
+        results[k] = outputs_from_scores(sets[k].labels, out[rows][:, : len(sets[k].labels)])
+      else:
+        results[k] = outputs_from_tokens(sets[k].vocab, out[0][rows], out[1][rows])
+  return results
+
+
+class MultiTaskEvaluator:
+  """Several tasks evaluated in shared batches; task i uses prompt `prompt_ids[i]`."""
+
+  def __init__(self, data_config: data.DataConfig, model: t5.Transformer, task_names: Sequence[str], *,
+               prompt_ids: Sequence[int | None] | None = None, mode: str = "greedy",
+               batch_size: int | None = None, split: str | None = None,
+               max_decode_length: int | None = None, num_beams: int = 4, alpha: float = 0.6,
+               labels: dict[str, Sequence[str]] | None = None, output_dir: str | None = None):
+    self.mode = check_mode(mode)
+    self.sets = [load_task_data(data_config, split=split, task_name=n, labels=(labels or {}).get(n))
+                 for n in task_names]
+    self.prompt_ids = list(prompt_ids) if prompt_ids is not None else list(range(len(self.sets)))
+    if len(self.prompt_ids) != len(self.sets):
+      raise ValueError(f"{len(self.prompt_ids)} prompt ids for {len(self.sets)} tasks")
+    self.batch_size = batch_size or data_config.batch_size
+    self.output_dir = output_dir
+    self.split = split or data_config.eval_split
+    max_len = max_decode_length or data_config.task_feature_lengths["targets"]
+    self.predictor = Predictor(model, max_decode_length=max_len, num_beams=num_beams, alpha=alpha)
+    for s in self.sets:
+      if s.mode_for(self.mode) != self.mode:
+        logging.warning("rank classification is not possible for %s (%s); using greedy decoding",
+                        s.name, s.rank_note)
+
+  def evaluate(self, params: Any, step: int | None = None) -> dict[str, dict[str, float]]:
+    """-> {task name: metrics}; writes files and TensorBoard scalars given output_dir."""
+    outputs = predict_tasks(self.predictor, params, self.sets, self.prompt_ids, mode=self.mode,
+                            batch_size=self.batch_size)
+    results = {}
+    for s, pid, out in zip(self.sets, self.prompt_ids, outputs):
+      scores, preds = compute_metrics(s, out.texts)
+      results[s.name] = scores
+      if self.output_dir:
+        summary = {"task": s.name, "split": self.split, "mode": s.mode_for(self.mode),
+                   "requested_mode": self.mode, "rank_candidates": s.rank_note, "step": step,
+                   "prompt_id": pid, "num_examples": len(s.examples), "metrics": scores}
+        write_results(self.output_dir, s.name, summary, prediction_records(s, out, preds), step)
+    if self.output_dir:
+      writer = metric_writer.MetricsWriter(self.output_dir)
+      for name, scores in results.items():
+        writer.write(step or 0, scores, prefix=f"eval/{name}")
+      writer.close()
+    return results
+
+
+class Evaluator:
+  """One task's eval split: `evaluator(params, step) -> metrics` (the training hook)."""
+
+  def __init__(self, data_config: data.DataConfig, model: t5.Transformer, *, batch_size: int | None = None,
+               split: str | None = None, max_decode_length: int | None = None, mode: str = "greedy",
+               num_beams: int = 4, alpha: float = 0.6, labels: Sequence[str] | None = None,
+               prompt_id: int | None = None, output_dir: str | None = None):
+    name = data_config.mixture_or_task_name
+    self._multi = MultiTaskEvaluator(
+        data_config, model, [name], prompt_ids=[prompt_id], mode=mode, batch_size=batch_size, split=split,
+        max_decode_length=max_decode_length, num_beams=num_beams, alpha=alpha,
+        labels={name: labels} if labels is not None else None, output_dir=output_dir)
+    self.task_data = self._multi.sets[0]
+
+  @property
+  def mode(self) -> str:
+    """The mode in use (rank falls back to greedy for tasks without labels)."""
+    return self.task_data.mode_for(self._multi.mode)
+
+  def __call__(self, params: Any, step: int | None = None) -> dict[str, float]:
+    return self._multi.evaluate(params, step)[self.task_data.name]
+
+
+def make_train_evaluator(train_config: Any, model: t5.Transformer, *, mode: str = "greedy",
+                         num_beams: int = 4, alpha: float = 0.6) -> Evaluator:
+  """The training loop's eval hook: the run's task, eval split and batch size."""
+  return Evaluator(train_config.data, model, mode=mode, num_beams=num_beams, alpha=alpha)

@@ -1,0 +1,344 @@
+"""The paper's experiments as a grid of runs: expand, print, launch in order, skip finished.
+
+An experiment (main, model_tuning, prompt_length, init, frozen_model, ensemble, transfer)
+expands into `Run`s, one output folder each under a root. A run's folder is named by
+what it varies, so the same setting reached from two experiments is one run: the
+prompt-length ablation's P = 100 points are the main result's runs. Each train run is a
+plain `python -m prompt_tuning_jax.train` command over the gin files in gin/paper/ (the
+shared settings) plus a few `--gin.NAME=VALUE` bindings (what the grid varies).
+
+    runs = expand(EXPERIMENTS["main"], "/data/paper")      # 8 tasks x 5 sizes = 40 runs
+    launch_local(runs)                                      # one after another, skipping done
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import shlex
+import subprocess
+import sys
+import time
+from typing import Callable, Sequence
+
+from prompt_tuning_jax import cli
+from prompt_tuning_jax.evaluators.superglue_metrics import TASK_METRICS
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+SIZES = ("small", "base", "large", "xl", "xxl")
+SUPERGLUE_TASKS = ("boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc")
+# Each classification task's label words (tasks.LABEL_NAMES); ReCoRD and WSC answer with
+# free text, so their class-label init falls back to sampled vocabulary, as in the paper.
+VERBALIZERS: dict[str, tuple[str, ...]] = {
+    "boolq": ("False", "True"), "cb": ("entailment", "contradiction", "neutral"),
+    "copa": ("choice1", "choice2"), "multirc": ("False", "True"),
+    "rte": ("entailment", "not_entailment"), "wic": ("False", "True"),
+    "qqp": ("not_duplicate", "duplicate"), "mrpc": ("not_equivalent", "equivalent"),
+}
+TRANSFER_TARGETS = {"qqp": "mrpc", "mrpc": "qqp"}
+PROMPT_LENGTHS = (1, 5, 20, 100, 150)
+INITS = ("uniform", "sampled_vocab", "class_labels")
+FROZEN_MODELS = ("span_corruption", "lm_adapted")
+ENSEMBLE_SEEDS = (0, 1, 2, 3, 4)
+TRANSFER_SEEDS = (0, 1, 2)
+PAPER_TRAIN_STEPS = 30000
+DONE_MARKER = "reproduce_done.json"
+DEMO_CHECKPOINT = pathlib.Path(__file__).resolve().parents[1] / "assets" / "demo_model" / "checkpoint_1500"
+_INIT_GIN = {"class_labels": "paper/main.gin", "sampled_vocab": "paper/init_sampled_vocab.gin",
+             "uniform": "paper/init_uniform.gin"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """One point of the grid: the task, the frozen model and what the run varies."""
+  task: str
+  size: str
+  method: str = "prompt_tuning"  # or "model_tuning"
+  prompt_length: int = 100
+  init: str = "class_labels"
+  frozen: str = "lm_adapted"
+  seed: int = 0
+  target: str | None = None  # transfer runs: the task scored zero-shot
+
+  @property
+  def prompt(self) -> bool:
+    return self.method == "prompt_tuning"
+
+  @property
+  def relpath(self) -> str:
+    """Folder under the root, e.g. prompt_tuning/lm_adapted/class_labels/p100/seed0/base/rte."""
+    if self.task == "demo":
+      return "demo"
+    parts = [self.method, self.frozen]
+    if self.prompt:
+      parts += [self.init, f"p{self.prompt_length}"]
+    task = f"{self.task}_to_{self.target}" if self.target else self.task
+    return "/".join(parts + [f"seed{self.seed}", self.size, task])
+
+  @property
+  def metric(self) -> str:
+    """The dev metric that picks the best checkpoint (early stopping)."""
+    return TASK_METRICS[self.task][0] if self.task in TASK_METRICS else "accuracy"
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One command and the folder that says whether it has finished."""
+  name: str                  # path under the root
+  kind: str                  # "train" or "eval"
+  command: tuple[str, ...]   # argv, starting with "python"
+  output_dir: str            # MODEL_DIR (train) or --output_dir (eval)
+  train_steps: int = PAPER_TRAIN_STEPS
+  setting: Setting | None = None
+  done_file: str | None = None        # eval: its results file
+  needs: tuple[str, ...] = ()         # eval: names of the train runs it reads
+
+  def shell(self) -> str:
+    return shlex.join(self.command)
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  name: str
+  reproduces: str
+  settings: Callable[[Sequence[str], Sequence[str]], list[Setting]]  # (sizes, tasks) -> grid
+  sizes: tuple[str, ...] = SIZES
+  tasks: tuple[str, ...] = SUPERGLUE_TASKS
+  ensemble: bool = False  # adds one ensemble eval per (size, task) over the seeds
+  hidden: bool = False
+
+
+def _grid(axis: str = "seed", values: Sequence = (0,)) -> Callable[[Sequence[str], Sequence[str]], list[Setting]]:
+  """Settings for every size x value of `axis` x task (size-major: small models finish first)."""
+  return lambda sizes, tasks: [Setting(t, z, **{axis: v}) for z in sizes for v in values for t in tasks]
+
+
+def _transfer(sizes: Sequence[str], tasks: Sequence[str]) -> list[Setting]:
+  return [Setting(src, z, method=m, seed=s, target=TRANSFER_TARGETS[src])
+          for z in sizes for src in tasks for m in ("model_tuning", "prompt_tuning") for s in TRANSFER_SEEDS]
+
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
+    Experiment("main", "Figure 1 (prompt tuning) and its per-task SuperGLUE dev scores", _grid()),
+    Experiment("model_tuning", "Figure 1 (model tuning baseline)", _grid("method", ("model_tuning",))),
+    Experiment("prompt_length", "Figure 3(a) prompt length", _grid("prompt_length", PROMPT_LENGTHS)),
+    Experiment("init", "Figure 3(b) prompt initialization", _grid("init", INITS)),
+    Experiment("frozen_model", "Figure 3(c) pre-training objective of the frozen model",
+               _grid("frozen", FROZEN_MODELS)),
+    Experiment("ensemble", "Table 3 five-prompt ensemble", _grid("seed", ENSEMBLE_SEEDS), sizes=("xxl",),
+               ensemble=True),
+    Experiment("transfer", "Table 2 zero-shot transfer QQP <-> MRPC", _transfer, sizes=("xxl",),
+               tasks=("qqp", "mrpc")),
+    Experiment("demo", "smoke test on the bundled demo model (not a paper result)",
+               lambda sizes, tasks: [Setting("demo", "demo", init="sampled_vocab", prompt_length=10)],
+               sizes=("demo",), tasks=("demo",), hidden=True),
+)}
+
+
+def gin_args(s: Setting) -> tuple[list[str], list[tuple[str, str]]]:
+  """(gin files, bindings) of one setting's train command."""
+  if s.task == "demo":
+    return ["models/demo.gin", "paper/demo.gin"], [("INITIAL_CHECKPOINT_PATH", str(DEMO_CHECKPOINT))]
+  model = (f"models/t5_1_1_{s.size}.gin" if s.frozen == "lm_adapted"
+           else f"paper/t5_1_1_span_corruption_{s.size}.gin")
+  if s.target:
+    run = "paper/transfer.gin" if s.prompt else "paper/transfer_model_tuning.gin"
+    bindings = [("MIXTURE_OR_TASK_NAME", f"glue_{s.task}_taskless"),
+                ("TRANSFER_TARGET", f"glue_{s.target}_from_{s.task}_taskless")]
+  else:
+    run = _INIT_GIN[s.init] if s.prompt else "paper/model_tuning.gin"
+    bindings = [("MIXTURE_OR_TASK_NAME", f"superglue_{s.task}_taskless"), ("EARLY_STOPPING_METRIC", s.metric)]
+  if s.prompt and s.init == "class_labels":
+    labels = VERBALIZERS.get(s.task)
+    if labels:  # a prompt shorter than the label list keeps the first P labels
+      bindings.append(("CLASS_LABELS", json.dumps(list(labels[: s.prompt_length]))))
+    else:
+      bindings.append(("PROMPT_INIT", "@prompts.sampled_vocab()"))
+  if s.prompt and s.prompt_length != 100:
+    bindings.append(("PROMPT_LENGTH", str(s.prompt_length)))
+  if s.seed:
+    bindings.append(("SEED", str(s.seed)))
+  return [model, run], bindings
+
+
+def train_command(s: Setting, model_dir: str, extra: Sequence[str] = ()) -> list[str]:
+  files, bindings = gin_args(s)
+  return (["python", "-m", "prompt_tuning_jax.train"] + [f"--gin_file={f}" for f in files] +
+          [f"--gin.MODEL_DIR={model_dir}"] + [f"--gin.{k}={v}" for k, v in bindings] + list(extra))
+
+
+def ensemble_run(root: str, size: str, task: str, members: Sequence[Run], extra: Sequence[str] = ()) -> Run:
+  """Majority vote / score averaging of the members' best prompts on the dev set (Table 3)."""
+  out = _join(root, "ensemble", size, task)
+  command = ["python", "-m", "prompt_tuning_jax.eval", f"--gin_file=models/t5_1_1_{size}.gin",
+             f"--gin.MIXTURE_OR_TASK_NAME=superglue_{task}_taskless",
+             '--gin.TASK_FEATURE_LENGTHS={"inputs": 512, "targets": 8}', "--gin.BATCH_SIZE=32"]
+  command += [f"--prompt={_join(m.output_dir, 'best', 'prompt.npy')}" for m in members]
+  command += ["--mode=greedy", f"--output_dir={out}"] + list(extra)
+  return Run(f"ensemble/{size}/{task}", "eval", tuple(command), out,
+             done_file=_join(out, f"superglue_{task}_taskless.ensemble.metrics.json"),
+             needs=tuple(m.name for m in members))
+
+
+def expand(experiment: Experiment, root: str, *, sizes: Sequence[str] | None = None,
+           tasks: Sequence[str] | None = None, extra: Sequence[str] = ()) -> list[Run]:
+  """The experiment's runs under `root` (absolute), in launch order; `extra` are
+  `--gin.NAME=VALUE` flags appended to every command (e.g. NUM_PARTITIONS)."""
+  sizes = _check("--sizes", sizes, experiment.sizes, SIZES + ("demo",))
+  tasks = _check("--tasks", tasks, experiment.tasks, SUPERGLUE_TASKS + tuple(TRANSFER_TARGETS) + ("demo",))
+  root = absolute(root)
+  steps = train_steps(extra)
+  runs, seen = [], set()
+  for s in experiment.settings(sizes, tasks):
+    if s.relpath in seen:
+      continue
+    seen.add(s.relpath)
+    model_dir = _join(root, s.relpath)
+    runs.append(Run(s.relpath, "train", tuple(train_command(s, model_dir, extra)), model_dir,
+                    train_steps=steps, setting=s))
+  if experiment.ensemble:
+    trained = list(runs)
+    for z in sizes:
+      for t in tasks:
+        members = [r for r in trained if r.setting.size == z and r.setting.task == t]
+        runs.append(ensemble_run(root, z, t, members, [e for e in extra if not _train_only(e)]))
+  return runs
+
+
+def _check(flag: str, given: Sequence[str] | None, default: tuple[str, ...],
+           known: tuple[str, ...]) -> tuple[str, ...]:
+  if not given:
+    return default
+  unknown = [g for g in given if g not in known]
+  if unknown:
+    raise ValueError(f"{flag}: unknown {unknown}; expected some of {list(known)}")
+  return tuple(given)
+
+
+def _train_only(flag: str) -> bool:
+  return flag.split("=", 1)[0] in ("--gin.TRAIN_STEPS", "--gin.EVAL_PERIOD", "--gin.CHECKPOINT_PERIOD")
+
+
+def train_steps(extra: Sequence[str]) -> int:
+  """TRAIN_STEPS as the extra flags leave it (the last binding wins, as in gin)."""
+  steps = PAPER_TRAIN_STEPS
+  for flag in extra:
+    name, _, value = flag.partition("=")
+    if name == "--gin.TRAIN_STEPS":
+      try:
+        steps = int(value)
+      except ValueError:
+        raise ValueError(f"{flag}: TRAIN_STEPS must be an integer, got {value!r}") from None
+  return steps
+
+
+# ------------------------------------------------------------------------ file system
+
+def absolute(path: str) -> str:
+  return path if "://" in path else os.path.abspath(path)
+
+
+def _join(*parts: str) -> str:
+  return "/".join([parts[0].rstrip("/")] + [p.strip("/") for p in parts[1:]])
+
+
+def exists(path: str) -> bool:
+  if "://" in path:
+    import tensorflow as tf  # GCS and other remote roots
+    return tf.io.gfile.exists(path)
+  return os.path.exists(path)
+
+
+def read_text(path: str) -> str | None:
+  if not exists(path):
+    return None
+  if "://" in path:
+    import tensorflow as tf
+    with tf.io.gfile.GFile(path) as f:
+      return f.read()
+  with open(path) as f:
+    return f.read()
+
+
+def write_text(path: str, text: str) -> None:
+  if "://" in path:
+    import tensorflow as tf
+    with tf.io.gfile.GFile(path, "w") as f:
+      f.write(text)
+    return
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    f.write(text)
+
+
+def last_step(model_dir: str) -> int | None:
+  """The largest step in MODEL_DIR/metrics.jsonl (None when there is none)."""
+  text = read_text(_join(model_dir, "metrics.jsonl"))
+  steps = [json.loads(line).get("step") for line in (text or "").splitlines() if line.strip()]
+  steps = [s for s in steps if isinstance(s, int)]
+  return max(steps) if steps else None
+
+
+def status(run: Run) -> str:
+  """'done', 'started' (resumable: rerunning continues it) or 'todo'."""
+  if run.kind == "eval":
+    return "done" if exists(run.done_file) else "todo"
+  if exists(_join(run.output_dir, DONE_MARKER)):
+    return "done"
+  step = last_step(run.output_dir)
+  prompt_ok = run.setting is None or not run.setting.prompt or exists(_join(run.output_dir, "prompt.npy"))
+  if step is not None and step >= run.train_steps and prompt_ok:
+    return "done"
+  return "started" if exists(run.output_dir) else "todo"
+
+
+# -------------------------------------------------------------------------- launching
+
+def launch_local(runs: Sequence[Run], *, keep_going: bool = False, log: Callable[[str], None] = print
+                 ) -> dict[str, str]:
+  """Run each unfinished run in order as a subprocess -> {run name: outcome}.
+
+  Children run in gin/ (gin looks up `include 'runs/...'` in the working directory
+  first, and a folder of that name elsewhere would shadow it) with the checkout on
+  PYTHONPATH; a train run that exits 0 gets a done marker with its command.
+  """
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+  outcomes: dict[str, str] = {}
+  by_name = {r.name: r for r in runs}
+  for i, run in enumerate(runs, 1):
+    state = status(run)
+    if state == "done":
+      log(f"[{i}/{len(runs)}] done already: {run.name}")
+      outcomes[run.name] = "skipped"
+      continue
+    missing = [n for n in run.needs if n not in by_name or status(by_name[n]) != "done"]
+    if missing:
+      log(f"[{i}/{len(runs)}] waiting for {len(missing)} unfinished runs: {run.name}")
+      outcomes[run.name] = "blocked"
+      continue
+    log(f"[{i}/{len(runs)}] {'resuming' if state == 'started' else 'starting'} {run.name}\n  {run.shell()}")
+    start = time.time()
+    rc = subprocess.run([sys.executable, *run.command[1:]], cwd=str(cli.GIN_DIR), env=env).returncode
+    if rc != 0:
+      log(f"[{i}/{len(runs)}] FAILED (exit {rc}): {run.name}")
+      outcomes[run.name] = f"failed ({rc})"
+      if not keep_going:
+        break
+      continue
+    if run.kind == "train":
+      write_text(_join(run.output_dir, DONE_MARKER), json.dumps(
+          {"command": list(run.command), "seconds": round(time.time() - start, 1)}, indent=1))
+    outcomes[run.name] = "ran"
+  return outcomes
+
+
+def tpu_command(remote_args: Sequence[str], tpu_args: Sequence[str], log_name: str) -> list[str]:
+  """run_tpu.sh launch of this very queue on the TPU VM (`--launcher=local` there).
+
+  `run_tpu.sh launch` returns at once (nohup), so launching each run through it would
+  start them all together; launching the queue keeps them one after another.
+  """
+  return [str(REPO_ROOT / "run_tpu.sh"), *tpu_args, "launch", "--module", "prompt_tuning_jax.reproduce",
+          "--log", f"logs/{log_name}.log", "--", *remote_args, "--launcher=local"]

@@ -1,0 +1,355 @@
+"""Finished runs -> the paper's tables (Markdown, CSV) and plots (PNG), ours beside theirs.
+
+A run's score is read from its MODEL_DIR/metrics.jsonl: the eval line with the best value
+of the run's early-stopping metric (the first one on ties, as training keeps it), or
+best/best.json when there is no log. A SuperGLUE task's score is the mean of its
+metrics (CB: macro-F1 and accuracy; MultiRC: F1a and EM; ReCoRD: F1 and EM), the
+SuperGLUE score the mean over tasks. Averages over fewer tasks than asked for say so:
+"71.3 (5/8)". Unfinished runs leave their cells empty.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import statistics
+from typing import Any, Sequence
+
+from prompt_tuning_jax.evaluators.superglue_metrics import TASK_METRICS
+from prompt_tuning_jax.paper import experiments as grid
+from prompt_tuning_jax.paper import published
+
+VARIANTS = {
+    "main": lambda s: "Prompt Tuning",
+    "model_tuning": lambda s: "Model Tuning",
+    "prompt_length": lambda s: f"P={s.prompt_length}",
+    "init": lambda s: {"uniform": "Random Uniform", "sampled_vocab": "Sampled Vocab",
+                       "class_labels": "Class Label"}[s.init],
+    "frozen_model": lambda s: {"span_corruption": "Span Corruption",
+                               "lm_adapted": "LM Adaptation (100K)"}[s.frozen],
+    "demo": lambda s: "demo",
+}
+
+
+@dataclasses.dataclass
+class Table:
+  title: str
+  header: list[str]
+  rows: list[list[str]]
+  notes: list[str] = dataclasses.field(default_factory=list)
+
+  def markdown(self) -> str:
+    lines = [f"### {self.title}", "", "| " + " | ".join(self.header) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(self.header) - 1)) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+    return "\n".join(lines + [""] + [f"- {n}" for n in self.notes])
+
+  def csv(self) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(self.header)
+    writer.writerows(self.rows)
+    return buf.getvalue()
+
+
+def fmt(value: float | None) -> str:
+  return "" if value is None else f"{value:.1f}"
+
+
+def mean_of(values: Sequence[float], expected: int) -> str:
+  """Mean, marked '(k/n)' when only k of the n expected values exist."""
+  if not values:
+    return ""
+  text = fmt(statistics.fmean(values))
+  return text if len(values) == expected else f"{text} ({len(values)}/{expected})"
+
+
+# ------------------------------------------------------------------------------ reading
+
+def eval_history(model_dir: str) -> list[dict[str, float]]:
+  """The eval lines of metrics.jsonl, 'eval/' stripped: [{'step': s, 'accuracy': v, ...}]."""
+  text = grid.read_text(grid._join(model_dir, "metrics.jsonl")) or ""
+  out = []
+  for line in text.splitlines():
+    record = json.loads(line) if line.strip() else {}
+    evals = {k[len("eval/"):]: v for k, v in record.items() if k.startswith("eval/")}
+    if evals:
+      out.append(dict(evals, step=record.get("step")))
+  return out
+
+
+def best_eval(model_dir: str, metric: str) -> dict[str, float] | None:
+  """The eval with the best `metric` (first on ties), or best/best.json's value."""
+  evals = [e for e in eval_history(model_dir) if metric in e]
+  if evals:
+    return max(evals, key=lambda e: e[metric])
+  best = grid.read_text(grid._join(model_dir, "best", "best.json"))
+  if best:
+    best = json.loads(best)
+    if best.get("metric") == metric:
+      return {"step": best["step"], metric: best["value"]}
+  return None
+
+
+def task_score(task: str, scores: dict[str, float] | None, metric: str = "accuracy") -> float | None:
+  """SuperGLUE task score (mean of its metrics); other tasks: `metric`."""
+  if scores is None:
+    return None
+  names = TASK_METRICS.get(task, (metric,))
+  if not all(n in scores for n in names):
+    return None
+  return statistics.fmean(float(scores[n]) for n in names)
+
+
+def run_score(run: grid.Run) -> float | None:
+  s = run.setting
+  return task_score(s.task, best_eval(run.output_dir, s.metric), s.metric)
+
+
+# ------------------------------------------------------------------------------- tables
+
+def _scores(runs: Sequence[grid.Run], experiment: str) -> dict[tuple[str, str, str], float]:
+  """(size, variant, task) -> score, for finished-or-evaluated train runs."""
+  out = {}
+  for r in runs:
+    if r.kind == "train" and (score := run_score(r)) is not None:
+      out[(r.setting.size, VARIANTS[experiment](r.setting), r.setting.task)] = score
+  return out
+
+
+def per_task_table(experiment: str, runs: Sequence[grid.Run], sizes: Sequence[str],
+                   tasks: Sequence[str]) -> Table:
+  """Rows: model sizes; columns: tasks and their mean (Figure 1's numbers per task)."""
+  scores, variant = _scores(runs, experiment), VARIANTS[experiment](runs[0].setting)
+  header = ["size"] + list(tasks) + ["average", "tasks done"]
+  rows = []
+  for z in sizes:
+    values = [scores.get((z, variant, t)) for t in tasks]
+    done = [v for v in values if v is not None]
+    rows.append([z] + [fmt(v) for v in values] + [mean_of(done, len(tasks)), f"{len(done)}/{len(tasks)}"])
+  notes = [f"{variant}, dev set, one run per cell (seed 0), the eval with the best early-stopping "
+           "metric; 'average' over the eight SuperGLUE tasks is the SuperGLUE score."]
+  if experiment == "main":
+    paper = [published.table3(t, "average") for t in tasks]
+    if list(tasks) == list(grid.SUPERGLUE_TASKS):
+      paper.append(published.table3("superglue", "average"))
+    else:
+      paper.append(None)  # the paper's average is over all eight tasks
+    rows.append(["xxl (paper)"] + [fmt(p.value if p else None) for p in paper] + [""])
+    notes.append(f"'xxl (paper)': {published.TABLE3_SOURCE}, mean of five single prompts; empty where "
+                 "the paper prints no number. Figure 1 itself is a plot without printed values.")
+  return Table(f"{experiment}: {grid.EXPERIMENTS[experiment].reproduces}", header, rows, notes)
+
+
+def ablation_table(experiment: str, runs: Sequence[grid.Run], sizes: Sequence[str],
+                   tasks: Sequence[str]) -> Table:
+  """Rows: model sizes; columns: the ablated values; cells: mean task score (Figure 3)."""
+  scores = _scores(runs, experiment)
+  variants = list(dict.fromkeys(VARIANTS[experiment](r.setting) for r in runs if r.kind == "train"))
+  rows = []
+  for z in sizes:
+    cells = [mean_of([v for t in tasks if (v := scores.get((z, var, t))) is not None], len(tasks))
+             for var in variants]
+    rows.append([z] + cells)
+  notes = [f"Mean SuperGLUE dev task score over {len(tasks)} task(s); '(k/n)': only k done. "
+           "The paper plots this figure without printed values."]
+  return Table(f"{experiment}: {grid.EXPERIMENTS[experiment].reproduces}", ["size"] + variants, rows, notes)
+
+
+def _ensemble_scores(run: grid.Run, members: Sequence[grid.Run], task: str) -> tuple[Any, Any, Any]:
+  """(mean of single prompts, best single prompt, majority vote) task scores."""
+  text = grid.read_text(run.done_file)
+  if text:
+    m = json.loads(text)["metrics"]
+    singles = [v for k in range(len(members))
+               if (v := task_score(task, {n.split("/", 1)[1]: x for n, x in m.items()
+                                         if n.startswith(f"member_{k}/")})) is not None]
+    vote = task_score(task, {n.split("/", 1)[1]: x for n, x in m.items() if n.startswith("vote/")})
+  else:
+    singles = [v for r in members if (v := run_score(r)) is not None]
+    vote = None
+  if not singles:
+    return None, None, vote
+  return statistics.fmean(singles), max(singles), vote
+
+
+def ensemble_table(runs: Sequence[grid.Run], sizes: Sequence[str], tasks: Sequence[str]) -> Table:
+  header = ["size", "task", "average (ours)", "best (ours)", "ensemble (ours)",
+            "average (paper)", "best (paper)", "ensemble (paper)"]
+  rows = []
+  for z in sizes:
+    columns: list[list[float]] = [[], [], []]
+    for t in tasks:
+      members = [r for r in runs if r.kind == "train" and r.setting.size == z and r.setting.task == t]
+      evals = [r for r in runs if r.kind == "eval" and r.name == f"ensemble/{z}/{t}"]
+      ours = _ensemble_scores(evals[0], members, t)
+      for col, v in zip(columns, ours):
+        if v is not None:
+          col.append(v)
+      paper = [published.table3(t, c) if z == "xxl" else None for c in published.TABLE3_COLUMNS]
+      rows.append([z, t] + [fmt(v) for v in ours] + [fmt(p.value if p else None) for p in paper])
+    paper = [published.table3("superglue", c) if z == "xxl" and list(tasks) == list(grid.SUPERGLUE_TASKS)
+             else None for c in published.TABLE3_COLUMNS]
+    rows.append([z, "SuperGLUE"] + [mean_of(c, len(tasks)) for c in columns] +
+                [fmt(p.value if p else None) for p in paper])
+  notes = [f"Paper: {published.TABLE3_SOURCE}. Ours: each seed's best prompt (early stopping "
+           "on dev); 'ensemble' is the majority vote of `python -m prompt_tuning_jax.eval` "
+           "with the five prompts."]
+  return Table("ensemble: " + grid.EXPERIMENTS["ensemble"].reproduces, header, rows, notes)
+
+
+def transfer_table(runs: Sequence[grid.Run], sizes: Sequence[str], tasks: Sequence[str]) -> Table:
+  header = ["train -> eval", "size", "method", "accuracy (ours)", "F1 (ours)", "accuracy (paper)",
+            "F1 (paper)", "runs done"]
+  rows = []
+  for src in tasks:
+    tgt = grid.TRANSFER_TARGETS[src]
+    for z in sizes:
+      for method in ("model_tuning", "prompt_tuning"):
+        mine = [r for r in runs if r.setting.task == src and r.setting.size == z and r.setting.method == method]
+        picked = [e for r in mine if (e := best_eval(r.output_dir, "accuracy")) and "target/accuracy" in e]
+        cells = [_mean_std([e[f"target/{m}"] for e in picked]) for m in ("accuracy", "f1")]
+        paper = [published.table2(src, tgt, method, m) if z == "xxl" else None for m in ("accuracy", "f1")]
+        rows.append([f"{src.upper()} -> {tgt.upper()}", z, method.replace("_", " ")] + cells +
+                    [fmt(p.value if p else None) for p in paper] + [f"{len(picked)}/{len(mine)}"])
+  notes = [f"Paper: {published.TABLE2_SOURCE}. Ours: mean +- std over seeds of the target's dev "
+           "scores at the step with the best SOURCE dev accuracy (the target is never trained on)."]
+  return Table("transfer: " + grid.EXPERIMENTS["transfer"].reproduces, header, rows, notes)
+
+
+def _mean_std(values: Sequence[float]) -> str:
+  if not values:
+    return ""
+  if len(values) == 1:
+    return fmt(values[0])
+  return f"{statistics.fmean(values):.1f} +- {statistics.stdev(values):.1f}"
+
+
+def runs_table(runs: Sequence[grid.Run]) -> Table:
+  """One row per train run: what it is, where, and its selected dev scores."""
+  header = ["run", "status", "step", "metric", "value", "task score"]
+  rows = []
+  for r in runs:
+    if r.kind != "train":
+      continue
+    ev = best_eval(r.output_dir, r.setting.metric)
+    rows.append([r.name, grid.status(r), str(ev["step"]) if ev else "", r.setting.metric,
+                 fmt(ev.get(r.setting.metric) if ev else None), fmt(run_score(r))])
+  return Table("runs", header, rows)
+
+
+# -------------------------------------------------------------------------------- plots
+
+def size_series(runs: Sequence[grid.Run], experiment: str, sizes: Sequence[str],
+                tasks: Sequence[str]) -> dict[str, dict[str, float]]:
+  """variant -> {size: mean task score}, only where every requested task is done."""
+  scores = _scores(runs, experiment)
+  variants = dict.fromkeys(VARIANTS[experiment](r.setting) for r in runs if r.kind == "train")
+  out: dict[str, dict[str, float]] = {}
+  for var in variants:
+    for z in sizes:
+      values = [scores.get((z, var, t)) for t in tasks]
+      if all(v is not None for v in values):
+        out.setdefault(var, {})[z] = statistics.fmean(values)
+  return out
+
+
+def plot_vs_size(series: dict[str, dict[str, float]], path: str, *, title: str,
+                 points: Sequence[tuple[str, str, float]] = ()) -> str:
+  """Score vs frozen-model parameters (log x), one line per series; `points` are
+  (label, size, value) reference markers (the paper's printed numbers)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(5.6, 3.8))
+  for label, by_size in series.items():
+    sizes = [z for z in grid.SIZES if z in by_size]
+    ax.plot([published.MODEL_PARAMS[z] for z in sizes], [by_size[z] for z in sizes], marker="o", label=label)
+  for label, size, value in points:
+    ax.scatter([published.MODEL_PARAMS[size]], [value], marker="*", s=140, color="black", zorder=3, label=label)
+  if not series:
+    ax.text(0.5, 0.5, "no finished runs yet", transform=ax.transAxes, ha="center", va="center", color="gray")
+  ax.set_xscale("log")
+  ax.set_xlim(5e7, 2e10)
+  ax.set_xlabel("frozen model parameters")
+  ax.set_ylabel("SuperGLUE dev score")
+  ax.set_title(title, fontsize=10)
+  if series or points:
+    ax.legend(fontsize=8, loc="lower right")
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def figure1(root: str, sizes: Sequence[str], tasks: Sequence[str], extra: Sequence[str], path: str) -> str:
+  """Figure 1: prompt tuning and model tuning vs size, from the same root."""
+  series = {}
+  for name, label in (("model_tuning", "Model Tuning (ours)"), ("main", "Prompt Tuning (ours)")):
+    runs = grid.expand(grid.EXPERIMENTS[name], root, sizes=sizes, tasks=tasks, extra=extra)
+    by_size = size_series(runs, name, sizes, tasks).get(VARIANTS[name](runs[0].setting))
+    if by_size:
+      series[label] = by_size
+  points = []
+  if list(tasks) == list(grid.SUPERGLUE_TASKS):
+    points.append(("Prompt Tuning, paper Table 3", "xxl", published.TABLE3["superglue"][0]))
+  return plot_vs_size(series, path, title="Figure 1: SuperGLUE dev score vs model size", points=points)
+
+
+# ---------------------------------------------------------------------------- aggregate
+
+def aggregate(root: str, experiments: Sequence[str], *, sizes: Sequence[str] | None = None,
+              tasks: Sequence[str] | None = None, out_dir: str | None = None,
+              extra: Sequence[str] = ()) -> dict[str, list[str]]:
+  """Write <out_dir>/<experiment>.{md,csv}, <experiment>_runs.csv and the PNGs
+  (default out_dir: <root>/results) -> {experiment: [files written]}."""
+  root = grid.absolute(root)
+  out_dir = out_dir or grid._join(root, "results")
+  if "://" not in out_dir:
+    os.makedirs(out_dir, exist_ok=True)
+  written: dict[str, list[str]] = {}
+  for name in experiments:
+    if name not in grid.EXPERIMENTS:
+      raise ValueError(f"--experiment={name!r}; expected one of {sorted(grid.EXPERIMENTS)}")
+    exp = grid.EXPERIMENTS[name]
+    runs = grid.expand(exp, root, sizes=sizes, tasks=tasks, extra=extra)
+    z = tuple(sizes or exp.sizes)
+    t = tuple(tasks or exp.tasks)
+    table, png = _table_and_plot(name, runs, root, z, t, extra, out_dir)
+    files = {f"{name}.md": _page(exp, table, png), f"{name}.csv": table.csv(),
+             f"{name}_runs.csv": runs_table(runs).csv()}
+    for fname, text in files.items():
+      grid.write_text(grid._join(out_dir, fname), text)
+    written[name] = [grid._join(out_dir, f) for f in files] + ([png] if png else [])
+  return written
+
+
+def _table_and_plot(name: str, runs: Sequence[grid.Run], root: str, sizes: Sequence[str],
+                    tasks: Sequence[str], extra: Sequence[str], out_dir: str) -> tuple[Table, str | None]:
+  plottable = "://" not in out_dir and all(z in published.MODEL_PARAMS for z in sizes)
+  if name in ("main", "model_tuning", "demo"):
+    table = per_task_table(name, runs, sizes, tasks)
+    if not plottable or name == "demo":
+      return table, None
+    return table, figure1(root, sizes, tasks, extra, grid._join(out_dir, "figure1.png"))
+  if name == "ensemble":
+    return ensemble_table(runs, sizes, tasks), None
+  if name == "transfer":
+    return transfer_table(runs, sizes, tasks), None
+  table = ablation_table(name, runs, sizes, tasks)
+  png = None
+  if plottable:
+    png = plot_vs_size(size_series(runs, name, sizes, tasks), grid._join(out_dir, f"{name}.png"),
+                       title=f"{grid.EXPERIMENTS[name].reproduces}")
+  return table, png
+
+
+def _page(exp: grid.Experiment, table: Table, png: str | None) -> str:
+  source = exp.reproduces if exp.hidden else f"{exp.reproduces} of {published.PAPER}"
+  text = f"## {exp.name}\n\nReproduces: {source}.\n\n{table.markdown()}\n"
+  if png:
+    text += f"\n![{exp.name}]({os.path.basename(png)})\n"
+  return text

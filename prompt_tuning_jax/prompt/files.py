@@ -1,0 +1,340 @@
+"""Reading and writing trained prompts `[P, d]` in the formats people share them in.
+
+* `.npy` files, and the original release's numpy checkpoints:
+  `MODEL_DIR/numpy_checkpoints/checkpoint_<step>/encoder.prompt.prompt.prompt`, a
+  raw `.npy`-format file with exactly that name (no suffix), so `np.load` reads it.
+* Hugging Face PEFT prompt-tuning adapters (`adapter_config.json` +
+  `adapter_model.safetensors` holding `prompt_embeddings`).
+* A variable inside a T5X checkpoint directory (read lazily through
+  `prompt_tuning_jax.checkpoints.t5x.read_t5x_variable`).
+
+`load_prompt` detects the format; every loader returns float32 numpy `[P, d]`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import ml_dtypes  # also registers bfloat16 with numpy, for safetensors
+import numpy as np
+import safetensors.numpy
+
+from prompt_tuning_jax.prompt import NUMPY_PROMPT_FILE, PROMPT_VARIABLE
+
+NUMPY_CHECKPOINTS_DIR = "numpy_checkpoints"
+PEFT_CONFIG_FILE = "adapter_config.json"
+PEFT_WEIGHTS_FILE = "adapter_model.safetensors"
+PEFT_TENSOR = "prompt_embeddings"
+# The PEFT release whose adapter layout (config keys, tensor name) we mirror.
+PEFT_FORMAT_VERSION = "0.21.2"
+T5X_CHECKPOINT_FILE = "checkpoint"
+_NPY_MAGIC = b"\x93NUMPY"
+
+PathLike = str | os.PathLike
+
+
+def check_shape(prompt: np.ndarray, expected_shape: Sequence[int] | None,
+                source: PathLike) -> np.ndarray:
+  """Raises ValueError naming `source` unless `prompt.shape == expected_shape`."""
+  if expected_shape is not None and tuple(prompt.shape) != tuple(expected_shape):
+    raise ValueError(f"prompt in {source} has shape {tuple(prompt.shape)}, expected "
+                     f"{tuple(expected_shape)} (prompt length, model width)")
+  return prompt
+
+
+def _as_prompt(prompt: Any, source: PathLike) -> np.ndarray:
+  """float32 numpy `[P, d]`; anything else is an error naming `source`."""
+  array = np.asarray(prompt)
+  if array.ndim != 2:
+    raise ValueError(f"prompt in {source} must be 2-D [P, d], got shape {array.shape}")
+  if not (np.issubdtype(array.dtype, np.floating) or array.dtype == ml_dtypes.bfloat16):
+    raise ValueError(f"prompt in {source} must be floating point, got {array.dtype}")
+  return array.astype(np.float32, copy=False)
+
+
+def _atomic_write(path: Path, write) -> Path:
+  """Writes through a temporary file in the same folder, then renames it."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      write(f)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+  return path
+
+
+# ----- .npy -----
+
+def save_npy(path: PathLike, prompt: Any) -> Path:
+  """Writes `prompt` [P, d] as float32 `.npy` data to exactly `path` (no suffix added)."""
+  array = _as_prompt(prompt, path)
+  return _atomic_write(Path(path), lambda f: np.save(f, array, allow_pickle=False))
+
+
+def load_npy(path: PathLike) -> np.ndarray:
+  """Reads a `.npy`-format file (any file name) as float32 `[P, d]`."""
+  path = Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"prompt file not found: {path}")
+  try:
+    array = np.load(path, allow_pickle=False)
+  except ValueError as e:
+    raise ValueError(f"{path} is not a readable .npy prompt file: {e}") from e
+  return _as_prompt(array, path)
+
+
+# ----- original release layout: numpy_checkpoints/checkpoint_<step>/... -----
+
+def numpy_checkpoint_path(model_dir: PathLike, step: int) -> Path:
+  """`model_dir/numpy_checkpoints/checkpoint_<step>/encoder.prompt.prompt.prompt`."""
+  return (Path(model_dir) / NUMPY_CHECKPOINTS_DIR / f"checkpoint_{int(step)}" /
+          NUMPY_PROMPT_FILE)
+
+
+def save_numpy_checkpoint(model_dir: PathLike, step: int, prompt: Any) -> Path:
+  """Saves the prompt where the original prompt-tuning code put it; returns the file.
+
+  As in the original, the folder is first written under a temporary name and then
+  renamed, so a reader never sees a half-written checkpoint. An existing file for
+  the same step is replaced.
+  """
+  if int(step) < 0:
+    raise ValueError(f"step must be >= 0, got {step}")
+  target = numpy_checkpoint_path(model_dir, step)
+  array = _as_prompt(prompt, target)
+  tmp_dir = target.parent.with_name(f"{target.parent.name}.tmp-{time.time_ns()}")
+  tmp_dir.mkdir(parents=True)
+  save_npy(tmp_dir / NUMPY_PROMPT_FILE, array)
+  if target.parent.exists():
+    os.replace(tmp_dir / NUMPY_PROMPT_FILE, target)
+    tmp_dir.rmdir()
+  else:
+    os.replace(tmp_dir, target.parent)
+  return target
+
+
+def load_numpy_checkpoint(path: PathLike) -> np.ndarray:
+  """Reads a numpy-checkpoint prompt: the file itself or its `checkpoint_<step>` dir."""
+  path = Path(path)
+  if path.is_dir():
+    path = path / NUMPY_PROMPT_FILE
+  return load_npy(path)
+
+
+# ----- Hugging Face PEFT prompt-tuning adapter -----
+
+def peft_adapter_config(*, num_virtual_tokens: int, token_dim: int,
+                        base_model_name_or_path: str | None,
+                        num_transformer_submodules: int = 1,
+                        num_attention_heads: int | None = None,
+                        num_layers: int | None = None,
+                        task_type: str = "SEQ_2_SEQ_LM",
+                        tokenizer_name_or_path: str | None = None) -> dict[str, Any]:
+  """The `adapter_config.json` dict, with the keys of PEFT's `PromptTuningConfig`."""
+  return {
+      "auto_mapping": None,
+      "base_model_name_or_path": base_model_name_or_path,
+      "inference_mode": True,
+      "modules_to_save": None,
+      "num_attention_heads": num_attention_heads,
+      "num_layers": num_layers,
+      "num_transformer_submodules": num_transformer_submodules,
+      "num_virtual_tokens": num_virtual_tokens,
+      "peft_type": "PROMPT_TUNING",
+      "peft_version": PEFT_FORMAT_VERSION,
+      "prompt_tuning_init": "RANDOM",
+      "prompt_tuning_init_text": None,
+      "revision": None,
+      "task_type": task_type,
+      "token_dim": token_dim,
+      "tokenizer_kwargs": None,
+      "tokenizer_name_or_path": tokenizer_name_or_path,
+  }
+
+
+def save_peft_adapter(directory: PathLike, prompt: Any, *,
+                      base_model_name_or_path: str | None,
+                      num_transformer_submodules: int = 1,
+                      num_attention_heads: int | None = None,
+                      num_layers: int | None = None,
+                      task_type: str = "SEQ_2_SEQ_LM",
+                      tokenizer_name_or_path: str | None = None) -> Path:
+  """Writes a PEFT prompt-tuning adapter that `PeftModel.from_pretrained` loads.
+
+  `prompt_embeddings` is `[N * num_transformer_submodules, d]` float32: the prompt
+  repeated once per submodule (PEFT uses only the first N rows on T5). Give
+  `num_attention_heads` / `num_layers` from the backbone's config (T5: num_heads,
+  num_decoder_layers); PEFT records them but prompt tuning does not use them.
+  """
+  directory = Path(directory)
+  array = _as_prompt(prompt, directory)
+  if num_transformer_submodules not in (1, 2):
+    raise ValueError("num_transformer_submodules must be 1 or 2, got "
+                     f"{num_transformer_submodules}")
+  config = peft_adapter_config(
+      num_virtual_tokens=array.shape[0], token_dim=array.shape[1],
+      base_model_name_or_path=base_model_name_or_path,
+      num_transformer_submodules=num_transformer_submodules,
+      num_attention_heads=num_attention_heads, num_layers=num_layers,
+      task_type=task_type, tokenizer_name_or_path=tokenizer_name_or_path)
+  tensor = np.ascontiguousarray(np.tile(array, (num_transformer_submodules, 1)))
+  blob = safetensors.numpy.save({PEFT_TENSOR: tensor}, metadata={"format": "pt"})
+  _atomic_write(directory / PEFT_WEIGHTS_FILE, lambda f: f.write(blob))
+  text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+  _atomic_write(directory / PEFT_CONFIG_FILE, lambda f: f.write(text.encode()))
+  return directory
+
+
+def _read_peft_config(directory: Path) -> dict[str, Any]:
+  config_path = directory / PEFT_CONFIG_FILE
+  if not config_path.is_file():
+    raise FileNotFoundError(f"PEFT adapter config not found: {config_path}")
+  try:
+    config = json.loads(config_path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{config_path} is not valid JSON: {e}") from e
+  if config.get("peft_type") != "PROMPT_TUNING":
+    raise ValueError(f"{config_path}: peft_type is {config.get('peft_type')!r}, "
+                     "expected 'PROMPT_TUNING'")
+  for key in ("num_virtual_tokens", "token_dim"):
+    if not isinstance(config.get(key), int) or config[key] <= 0:
+      raise ValueError(f"{config_path}: {key} must be a positive int, got "
+                       f"{config.get(key)!r}")
+  return config
+
+
+def load_peft_adapter(directory: PathLike) -> np.ndarray:
+  """Reads the first `num_virtual_tokens` rows of a PEFT prompt-tuning adapter.
+
+  Returns float32 `[N, d]`. The stored tensor must be
+  `[N * num_transformer_submodules, d]` as `adapter_config.json` says.
+  """
+  directory = Path(directory)
+  config = _read_peft_config(directory)
+  weights_path = directory / PEFT_WEIGHTS_FILE
+  if not weights_path.is_file():
+    raise FileNotFoundError(f"PEFT adapter weights not found: {weights_path}")
+  tensors = safetensors.numpy.load_file(str(weights_path))
+  if PEFT_TENSOR not in tensors:
+    raise ValueError(f"{weights_path} has no tensor {PEFT_TENSOR!r}; found "
+                     f"{sorted(tensors)}")
+  n, d = config["num_virtual_tokens"], config["token_dim"]
+  k = config.get("num_transformer_submodules") or 1
+  tensor = tensors[PEFT_TENSOR]
+  if tuple(tensor.shape) != (n * k, d):
+    raise ValueError(
+        f"{weights_path}: {PEFT_TENSOR} has shape {tuple(tensor.shape)}, but "
+        f"{PEFT_CONFIG_FILE} implies ({n * k}, {d}) (num_virtual_tokens={n} x "
+        f"num_transformer_submodules={k}, token_dim={d})")
+  return _as_prompt(tensor[:n], weights_path)
+
+
+# ----- T5X checkpoint -----
+
+def load_t5x_prompt(path: PathLike, variable: str = PROMPT_VARIABLE,
+                    expected_shape: Sequence[int] | None = None) -> np.ndarray:
+  """Reads `variable` (e.g. 'encoder/prompt/prompt/prompt') from a T5X checkpoint.
+
+  `path` is a `checkpoint_<step>` directory, the `checkpoint` file inside it, or a
+  single-file (all arrays inline) checkpoint.
+  """
+  from prompt_tuning_jax.checkpoints import t5x  # lazy: only T5X users pay for it
+  path = Path(path)
+  array = _as_prompt(t5x.read_t5x_variable(str(path), variable), f"{path} [{variable}]")
+  return check_shape(array, expected_shape, f"{path} [{variable}]")
+
+
+# ----- format detection -----
+
+def detect_format(path: PathLike) -> str:
+  """One of 'npy', 'peft', 't5x'; raises ValueError naming `path` otherwise.
+
+  'npy' covers `.npy` files, numpy-checkpoint files without suffix, and a
+  `numpy_checkpoints/checkpoint_<step>` folder (it holds one such file). 't5x'
+  covers a checkpoint folder, its `checkpoint` file and single-file checkpoints.
+  """
+  path = Path(path)
+  if path.is_dir():
+    if (path / PEFT_CONFIG_FILE).is_file():
+      return "peft"
+    if (path / T5X_CHECKPOINT_FILE).is_file():
+      return "t5x"
+    if (path / NUMPY_PROMPT_FILE).is_file():
+      return "npy"
+    raise ValueError(
+        f"cannot tell the prompt format of folder {path}: expected {PEFT_CONFIG_FILE} "
+        f"(PEFT adapter), {T5X_CHECKPOINT_FILE} (T5X checkpoint) or "
+        f"{NUMPY_PROMPT_FILE} (numpy checkpoint) inside it")
+  if not path.is_file():
+    raise FileNotFoundError(f"prompt path not found: {path}")
+  with open(path, "rb") as f:
+    head = f.read(len(_NPY_MAGIC))
+  if head == _NPY_MAGIC:
+    return "npy"
+  # A T5X msgpack file starts with a map header: fixmap 0x80-0x8f, map16/32.
+  if path.name == T5X_CHECKPOINT_FILE or (head and (0x80 <= head[0] <= 0x8f or
+                                                     head[0] in (0xde, 0xdf))):
+    return "t5x"
+  raise ValueError(f"{path} is neither a .npy-format file nor a T5X msgpack "
+                   "checkpoint; give a .npy file, a PEFT adapter folder or a T5X "
+                   "checkpoint")
+
+
+def load_prompt(path: PathLike, expected_shape: Sequence[int] | None = None, *,
+                t5x_variable: str = PROMPT_VARIABLE) -> np.ndarray:
+  """Loads a prompt float32 `[P, d]` from any supported format (see `detect_format`).
+
+  Raises ValueError naming the file and both shapes when `expected_shape` is
+  given and does not match.
+  """
+  kind = detect_format(path)
+  if kind == "peft":
+    return check_shape(load_peft_adapter(path), expected_shape, path)
+  if kind == "t5x":
+    return load_t5x_prompt(path, t5x_variable, expected_shape)
+  return check_shape(load_numpy_checkpoint(path), expected_shape, path)
+
+
+# ----- model card -----
+
+def _jsonable(value: Any, key: str) -> Any:
+  if isinstance(value, Mapping):
+    return {str(k): _jsonable(v, f"{key}.{k}") for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v, key) for v in value]
+  if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)
+  if value is None or isinstance(value, (bool, int, float, str)):
+    return value
+  raise ValueError(f"model card field {key!r} is not JSON serializable: "
+                   f"{type(value).__name__}")
+
+
+def write_model_card(path: PathLike, *, backbone: str, task: str,
+                     prompt_length: int, init: str, steps: int,
+                     dev_metrics: Mapping[str, Any],
+                     extra: Mapping[str, Any] | None = None) -> Path:
+  """Writes a small JSON card describing how a prompt was trained.
+
+  `extra` keys are added at the top level and may not shadow the fixed ones.
+  """
+  card = {"format": "prompt_tuning_jax.model_card", "format_version": 1,
+          "backbone": backbone, "task": task, "prompt_length": int(prompt_length),
+          "init": init, "steps": int(steps), "dev_metrics": dict(dev_metrics)}
+  for key, value in (extra or {}).items():
+    if key in card:
+      raise ValueError(f"model card extra key {key!r} clashes with a fixed field")
+    card[key] = value
+  text = json.dumps(_jsonable(card, "card"), indent=2, sort_keys=True) + "\n"
+  return _atomic_write(Path(path), lambda f: f.write(text.encode()))
