@@ -25,6 +25,7 @@ from prompt_tuning_jax import data, export, vocab
 from prompt_tuning_jax.checkpoints import backbone
 from prompt_tuning_jax.config import SIZES
 from prompt_tuning_jax.evaluators import task_evaluator
+from prompt_tuning_jax.evaluators.config import EvalConfig
 from prompt_tuning_jax.model import t5
 from prompt_tuning_jax.prompt import initializers, wrapper
 from prompt_tuning_jax.trainer import loop, optim
@@ -52,7 +53,8 @@ def frozen_scores() -> dict[str, float]:
   model = t5.Transformer(SIZES["demo"])
   out = {}
   for name in ("demo_last_word", TASK):
-    evaluator = task_evaluator.Evaluator(data.DataConfig(name, "prompt_tuning_jax.tasks.demo", LENGTHS, batch_size=64), model)
+    data_config = data.DataConfig(name, "prompt_tuning_jax.tasks.demo", LENGTHS, batch_size=64)
+    evaluator = task_evaluator.Evaluator(data_config, model, EvalConfig())
     out[name] = evaluator(params)["accuracy"]
   return out
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 from typing import Any, Sequence
@@ -21,9 +22,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from prompt_tuning_jax import cli
-from prompt_tuning_jax import eval as eval_cli
 from prompt_tuning_jax import vocab as vocab_lib
-from prompt_tuning_jax.evaluators import predictor
+from prompt_tuning_jax.evaluators import loading, predictor
+from prompt_tuning_jax.evaluators.config import EvalConfig
 from prompt_tuning_jax.model import decoding
 
 
@@ -75,26 +76,31 @@ def tokenize(vocab: Any, texts: Sequence[str], length: int) -> np.ndarray:
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  eval_cli.add_model_flags(parser)
+  cli.add_model_flags(parser)
   parser.add_argument("--input_file", required=True)
   parser.add_argument("--output_file", required=True)
   parser.add_argument("--input_field", default="inputs")
   parser.add_argument("--prompt_field", default="prompt")
   parser.add_argument("--input_length", type=int, default=512)
   parser.add_argument("--vocabulary", default=None, help="SentencePiece model (default: bundled T5)")
-  args = cli.parse(parser, argv)
-  if args.mode == "rank":
+  args = cli.parse(parser, argv, defaults=["runs/eval.gin"])
+  cfg = cli.build_config(EvalConfig)
+  cfg = cli.override(cfg, mode=args.mode, batch_size=args.batch_size, num_beams=args.num_beams, alpha=args.alpha,
+                     max_decode_length=args.max_decode_length,
+                     model=dataclasses.replace(cfg.model, prompts=tuple(args.prompt)) if args.prompt else None)
+  if cfg.mode == "rank":
     raise SystemExit("--mode=rank needs candidate labels; infer decodes (greedy or beam)")
-  _, model, params, names, _ = eval_cli.load_model(args.prompt)
+  loaded = loading.load_model(cfg.model)
+  model, params, names = loaded.model, loaded.params, loaded.names
   vocab = vocab_lib.load_vocabulary(args.vocabulary)
   rows = read_inputs(args.input_file, args.input_field, args.prompt_field)
   pairs = requests(rows, names)
   tokens = tokenize(vocab, [rows[i][0] for i, _ in pairs], args.input_length)
   ids = np.asarray([k for _, k in pairs], np.int32)
-  runner = predictor.Predictor(model, max_decode_length=args.max_decode_length or 8,
-                                   num_beams=args.num_beams, alpha=args.alpha)
+  runner = predictor.Predictor(model, max_decode_length=cfg.max_decode_length or 8,
+                               num_beams=cfg.num_beams, alpha=cfg.alpha)
   out_tokens, scores = predictor.run_batched(
-      lambda x, p: runner.generate(params, x, p, mode=args.mode), [tokens, ids], args.batch_size or 32)
+      lambda x, p: runner.generate(params, x, p, mode=cfg.mode), [tokens, ids], cfg.batch_size or 32)
   outputs = predictor.outputs_from_tokens(vocab, out_tokens, scores)
   results = [{"input": text, "outputs": []} for text, _ in rows]
   for r, (i, k) in enumerate(pairs):

@@ -107,6 +107,36 @@ class RunShape:
 
 
 @dataclasses.dataclass(frozen=True)
+class PlanConfig:
+  """A training run as the planner reads it: the configurables the run builds, bound by
+  gin (gin/runs/plan.gin), so a model file + runs/prompt_tuning.gin describe the run.
+
+  Duck-typed so this leaf imports no data or trainer code: `data` has batch_size and
+  task_feature_lengths, `prompt` a length (None: no prompt, as in model tuning), `optim`
+  trainable_patterns, `loss` enable_dropout.
+  """
+  t5: T5Config
+  data: Any
+  prompt: Any
+  optim: Any
+  loss: Any
+  partition: sharding.PartitionConfig = sharding.PartitionConfig()
+
+  def run_settings(self) -> dict[str, Any]:
+    """The RunShape and PartitionConfig fields this run fixes, by name."""
+    lengths = self.data.task_feature_lengths
+    patterns = self.optim.trainable_patterns
+    return {"batch_size": self.data.batch_size, "input_length": lengths["inputs"],
+            "target_length": lengths["targets"], "prompt_length": self.prompt.length if self.prompt else 0,
+            "mode": "prompt" if all("prompt" in p for p in patterns) else "model",
+            "activation_dtype": self.t5.dtype,
+            "dropout_rate": self.t5.dropout_rate if self.loss.enable_dropout else 0.0,
+            "num_partitions": self.partition.num_partitions,
+            "model_parallel_submesh": self.partition.model_parallel_submesh,
+            "parameter_partitioning_dims": self.partition.parameter_partitioning_dims}
+
+
+@dataclasses.dataclass(frozen=True)
 class MemoryPlan:
   """Bytes per device for each component, and the verdict."""
   topology: Topology

@@ -4,9 +4,10 @@
   python -m prompt_tuning_jax.plan --gin_file=models/t5_1_1_xxl.gin \
     --gin_file=runs/prompt_tuning.gin --gin.NUM_PARTITIONS=16 --topology v3-32
 
-With gin files, the model, batch, lengths, prompt length and partitioning come from
-the bindings (T5Config, DataConfig, PromptConfig, PartitionConfig); flags given
-explicitly override them. Nothing is allocated, so this runs on a laptop. The
+With gin files, the model, batch, lengths, prompt length and partitioning come from a
+`PlanConfig` that gin/runs/plan.gin (parsed first) binds to the run's configurables
+(T5Config, DataConfig, PromptConfig, OptimConfig, LossConfig, PartitionConfig); flags
+given explicitly override them. Nothing is allocated, so this runs on a laptop. The
 activation formulas are in `memory_plan.activation_bytes`.
 """
 from __future__ import annotations
@@ -60,56 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
   return p
 
 
-def _gin_settings() -> tuple[T5Config | None, dict[str, Any]]:
-  """Read the run's shape from parsed gin bindings (empty where a configurable is unbound)."""
-  import gin  # pylint: disable=g-import-not-at-top
-
-  def resolve(value: Any) -> Any:
-    for _ in range(8):  # a macro may point at another macro
-      selector = getattr(value, "scoped_selector", None)
-      if selector is None:
-        return value
-      if not selector.endswith("/gin.macro"):
-        return None  # an @configurable: not a plain value
-      try:
-        value = gin.query_parameter("%" + selector[:-len("/gin.macro")])
-      except ValueError:  # unbound macro (e.g. MODEL_DIR): irrelevant here
-        return None
-    return None
-
-  def bindings(name: str) -> dict[str, Any]:
-    try:
-      raw = gin.get_bindings(name, resolve_references=False)
-    except ValueError:  # never bound in these files
-      return {}
-    return {k: resolve(v) for k, v in raw.items() if resolve(v) is not None}
-
-  t5_bindings = bindings("T5Config")
-  data, prompt = bindings("DataConfig"), bindings("PromptConfig")
-  part, optim, loss = bindings("PartitionConfig"), bindings("OptimConfig"), bindings("LossConfig")
-  found: dict[str, Any] = {}
-  lengths = data.get("task_feature_lengths") or {}
-  for key, value in (("batch_size", data.get("batch_size")), ("input_length", lengths.get("inputs")),
-                     ("target_length", lengths.get("targets")), ("prompt_length", prompt.get("length")),
-                     ("num_partitions", part.get("num_partitions")),
-                     ("model_parallel_submesh", part.get("model_parallel_submesh")),
-                     ("parameter_partitioning_dims", part.get("parameter_partitioning_dims")),
-                     ("activation_dtype", t5_bindings.get("dtype"))):
-    if value is not None:
-      found[key] = value
-  if loss.get("enable_dropout"):
-    found["dropout_rate"] = t5_bindings.get("dropout_rate", 0.0)
-  try:
-    if gin.get_bindings("TrainConfig", resolve_references=False).get("prompt", "") is None:
-      found["prompt_length"] = 0  # TrainConfig.prompt = None: model tuning without a prompt
-  except ValueError:
-    pass
-  patterns = optim.get("trainable_patterns")
-  if patterns is not None:
-    found["mode"] = "prompt" if all("prompt" in p for p in patterns) else "model"
-  return (T5Config(**t5_bindings) if t5_bindings else None), found
-
-
 def topology_from_args(args: argparse.Namespace) -> memory_plan.Topology:
   if args.topology and (args.num_devices or args.device_memory_gib):
     raise ValueError("give either --topology or --num_devices/--device_memory_gib, not both")
@@ -132,9 +83,9 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, T5Config, dict[str,
   config, settings, name = None, {}, "xxl"
   if any(a.startswith("--gin") for a in argv):
     from prompt_tuning_jax import cli
-    args = cli.parse(parser, argv)
-    config, settings = _gin_settings()
-    name = ", ".join(args.gin_file) if config is not None else name
+    args = cli.parse(parser, argv, defaults=["runs/plan.gin"])
+    plan_config = cli.build_config(memory_plan.PlanConfig)
+    config, settings, name = plan_config.t5, plan_config.run_settings(), ", ".join(args.gin_file) or "gin"
   else:
     args = parser.parse_args(argv)
   if args.model_size or config is None:

@@ -10,16 +10,12 @@ log-likelihood, EOS included), `token_log_probs` and `target_ids` (SentencePiece
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import Sequence
 
-import gin
 from prompt_tuning_jax import cli, vocab
-from prompt_tuning_jax.checkpoints import backbone
-from prompt_tuning_jax.config import T5Config
-from prompt_tuning_jax.evaluators import scorer
-from prompt_tuning_jax.prompt import files as prompt_files
-from prompt_tuning_jax.prompt import wrapper
+from prompt_tuning_jax.evaluators import loading, scorer
 
 
 def read_pairs(path: str) -> list[dict]:
@@ -44,19 +40,15 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--output_file", required=True)
   parser.add_argument("--prompt", default=None, help=".npy, numpy_checkpoints file, PEFT dir or T5X checkpoint")
   parser.add_argument("--vocabulary", default=None, help="SentencePiece model (default: bundled T5 vocabulary)")
-  parser.add_argument("--batch_size", type=int, default=16)
-  args = cli.parse(parser, argv)
-  cfg = cli.build_config(T5Config)
-  params, _ = backbone.load_frozen(gin.query_parameter("%CHECKPOINT_PATH"), cfg)
-  prompt_cfg = None
-  if args.prompt:
-    prompt = prompt_files.load_prompt(args.prompt)
-    prompt_files.check_shape(prompt, (prompt.shape[0], cfg.emb_dim), args.prompt)
-    prompt_cfg = wrapper.PromptConfig(length=prompt.shape[0])
-    params = wrapper.set_prompt(params, prompt)
-  model = wrapper.make_model(cfg, prompt_cfg)
-  rows = read_pairs(args.input_file)
-  pair_scorer = scorer.Scorer(model, params, vocab.load_vocabulary(args.vocabulary), batch_size=args.batch_size)
+  parser.add_argument("--batch_size", type=int, default=None, help="default: ScoreConfig.batch_size (16)")
+  args = cli.parse(parser, argv, defaults=["runs/score.gin"])
+  cfg = cli.build_config(scorer.ScoreConfig)
+  cfg = cli.override(cfg, vocabulary=args.vocabulary, batch_size=args.batch_size,
+                     model=dataclasses.replace(cfg.model, prompts=(args.prompt,)) if args.prompt else None)
+  rows = read_pairs(args.input_file)  # bad input is refused before the model loads
+  loaded = loading.load_model(cfg.model)
+  pair_scorer = scorer.Scorer(loaded.model, loaded.params, vocab.load_vocabulary(cfg.vocabulary),
+                              batch_size=cfg.batch_size)
   results = pair_scorer.score([(r["inputs"], r["targets"]) for r in rows])
   with open(args.output_file, "w") as f:
     for row, res in zip(rows, results):

@@ -96,14 +96,17 @@ def register_glue() -> None:
 
 
 @gin.configurable
-def transfer_evaluator(train_config: Any, model: Any, *, target_task: str,
-                       mode: str = "greedy") -> Callable[[Any, int], dict[str, float]]:
+def transfer_evaluator(train_config: Any, model: Any, eval_config: Any = None, *,
+                       target_task: str) -> Callable[[Any, int], dict[str, float]]:
   """Eval hook: the run's own task (early stopping reads it) plus `target_task` zero-shot,
-  its metrics prefixed 'target/'. Same signature as `task_evaluator.make_train_evaluator`."""
+  its metrics prefixed 'target/'. Same signature as `task_evaluator.make_train_evaluator`
+  (eval_config: an `EvalConfig`, default greedy decoding)."""
   from prompt_tuning_jax.evaluators import task_evaluator
-  source = task_evaluator.make_train_evaluator(train_config, model, mode=mode)
+  from prompt_tuning_jax.evaluators.config import EvalConfig
+  eval_config = eval_config or EvalConfig()
+  source = task_evaluator.make_train_evaluator(train_config, model, eval_config)
   target_data = dataclasses.replace(train_config.data, mixture_or_task_name=target_task)
-  target = task_evaluator.Evaluator(target_data, model, mode=mode)
+  target = task_evaluator.Evaluator(target_data, model, eval_config)
 
   def evaluate(params: Any, step: int) -> dict[str, float]:
     scores = dict(source(params, step))

@@ -22,6 +22,7 @@ import numpy as np
 from prompt_tuning_jax import data
 from prompt_tuning_jax.config import T5Config
 from prompt_tuning_jax.evaluators import predictor, task_evaluator
+from prompt_tuning_jax.evaluators.config import EvalConfig
 from prompt_tuning_jax.model import t5
 from prompt_tuning_jax.prompt import files as prompt_files
 from prompt_tuning_jax.prompt import wrapper
@@ -96,19 +97,16 @@ class EnsembleEvaluator:
   `member_<n>/<m>`, `member_mean/<m>`, `vote/<m>`, `average/<m>`.
   """
 
-  def __init__(self, data_config: data.DataConfig, model: t5.Transformer, num_prompts: int, *,
-               mode: str = "rank", batch_size: int | None = None, split: str | None = None,
-               max_decode_length: int | None = None, num_beams: int = 4, alpha: float = 0.6,
-               labels: Sequence[str] | None = None, output_dir: str | None = None):
-    self.requested_mode = predictor.check_mode(mode)
+  def __init__(self, data_config: data.DataConfig, model: t5.Transformer, eval_config: EvalConfig,
+               num_prompts: int):
+    self.requested_mode = eval_config.mode
     self.num_prompts = num_prompts
-    self.task_data = task_evaluator.load_task_data(data_config, split=split, labels=labels)
-    self.mode = self.task_data.mode_for(mode)
-    self.batch_size = batch_size or data_config.batch_size
-    self.output_dir = output_dir
-    self.predictor = predictor.Predictor(
-        model, max_decode_length=max_decode_length or data_config.task_feature_lengths["targets"],
-        num_beams=num_beams, alpha=alpha)
+    self.task_data = task_evaluator.load_task_data(
+        data_config, split=eval_config.split, labels=eval_config.task_labels(data_config.mixture_or_task_name))
+    self.mode = self.task_data.mode_for(eval_config.mode)
+    self.batch_size = eval_config.batch_size or data_config.batch_size
+    self.output_dir = eval_config.output_dir
+    self.predictor = task_evaluator.make_predictor(model, data_config, eval_config)
 
   def member_outputs(self, params: Any) -> tuple[list[list[str]], np.ndarray, np.ndarray]:
     """-> (texts [E][N], scores [E, N], candidate token ids or label scores [E, N, ...])."""

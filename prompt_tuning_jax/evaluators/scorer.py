@@ -2,13 +2,30 @@
 classification, and a way to check this model against any other implementation."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
 import seqio
 
 from prompt_tuning_jax import data
+from prompt_tuning_jax.evaluators.config import ModelConfig
 from prompt_tuning_jax.model import losses, t5
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreConfig:
+  """The score command: which model (+ prompt) scores, with which vocabulary, how many at once."""
+  model: ModelConfig = ModelConfig()
+  vocabulary: str | None = None  # SentencePiece model; None: the bundled T5 vocabulary
+  batch_size: int = 16
+
+  def __post_init__(self):
+    if self.batch_size < 1:
+      raise ValueError(f"ScoreConfig.batch_size must be >= 1, got {self.batch_size}")
+    if len(self.model.prompts) > 1:
+      raise ValueError(f"score takes at most one --prompt, got {list(self.model.prompts)}")
+
 
 _LENGTH_BUCKET = 16  # pad lengths up to a multiple of this to limit recompilations
 

@@ -26,10 +26,10 @@ import numpy as np
 import seqio
 
 from prompt_tuning_jax import data
+from prompt_tuning_jax.evaluators.config import EvalConfig
 from prompt_tuning_jax.evaluators.predictor import (
   Outputs,
   Predictor,
-  check_mode,
   outputs_from_scores,
   outputs_from_tokens,
   run_batched,
@@ -245,22 +245,18 @@ def predict_tasks(predictor: Predictor, params: Any, sets: Sequence[TaskData],
 class MultiTaskEvaluator:
   """Several tasks evaluated in shared batches; task i uses prompt `prompt_ids[i]`."""
 
-  def __init__(self, data_config: data.DataConfig, model: t5.Transformer, task_names: Sequence[str], *,
-               prompt_ids: Sequence[int | None] | None = None, mode: str = "greedy",
-               batch_size: int | None = None, split: str | None = None,
-               max_decode_length: int | None = None, num_beams: int = 4, alpha: float = 0.6,
-               labels: dict[str, Sequence[str]] | None = None, output_dir: str | None = None):
-    self.mode = check_mode(mode)
-    self.sets = [load_task_data(data_config, split=split, task_name=n, labels=(labels or {}).get(n))
-                 for n in task_names]
+  def __init__(self, data_config: data.DataConfig, model: t5.Transformer, eval_config: EvalConfig,
+               task_names: Sequence[str], *, prompt_ids: Sequence[int | None] | None = None):
+    self.mode = eval_config.mode
+    self.sets = [load_task_data(data_config, split=eval_config.split, task_name=n,
+                                labels=eval_config.task_labels(n)) for n in task_names]
     self.prompt_ids = list(prompt_ids) if prompt_ids is not None else list(range(len(self.sets)))
     if len(self.prompt_ids) != len(self.sets):
       raise ValueError(f"{len(self.prompt_ids)} prompt ids for {len(self.sets)} tasks")
-    self.batch_size = batch_size or data_config.batch_size
-    self.output_dir = output_dir
-    self.split = split or data_config.eval_split
-    max_len = max_decode_length or data_config.task_feature_lengths["targets"]
-    self.predictor = Predictor(model, max_decode_length=max_len, num_beams=num_beams, alpha=alpha)
+    self.batch_size = eval_config.batch_size or data_config.batch_size
+    self.output_dir = eval_config.output_dir
+    self.split = eval_config.split or data_config.eval_split
+    self.predictor = make_predictor(model, data_config, eval_config)
     for s in self.sets:
       if s.mode_for(self.mode) != self.mode:
         logging.warning("rank classification is not possible for %s (%s); using greedy decoding",
@@ -290,15 +286,10 @@ class MultiTaskEvaluator:
 class Evaluator:
   """One task's eval split: `evaluator(params, step) -> metrics` (the training hook)."""
 
-  def __init__(self, data_config: data.DataConfig, model: t5.Transformer, *, batch_size: int | None = None,
-               split: str | None = None, max_decode_length: int | None = None, mode: str = "greedy",
-               num_beams: int = 4, alpha: float = 0.6, labels: Sequence[str] | None = None,
-               prompt_id: int | None = None, output_dir: str | None = None):
+  def __init__(self, data_config: data.DataConfig, model: t5.Transformer, eval_config: EvalConfig = EvalConfig(),
+               *, prompt_id: int | None = None):
     name = data_config.mixture_or_task_name
-    self._multi = MultiTaskEvaluator(
-        data_config, model, [name], prompt_ids=[prompt_id], mode=mode, batch_size=batch_size, split=split,
-        max_decode_length=max_decode_length, num_beams=num_beams, alpha=alpha,
-        labels={name: labels} if labels is not None else None, output_dir=output_dir)
+    self._multi = MultiTaskEvaluator(data_config, model, eval_config, [name], prompt_ids=[prompt_id])
     self.task_data = self._multi.sets[0]
 
   @property
@@ -310,7 +301,14 @@ class Evaluator:
     return self._multi.evaluate(params, step)[self.task_data.name]
 
 
-def make_train_evaluator(train_config: Any, model: t5.Transformer, *, mode: str = "greedy",
-                         num_beams: int = 4, alpha: float = 0.6) -> Evaluator:
-  """The training loop's eval hook: the run's task, eval split and batch size."""
-  return Evaluator(train_config.data, model, mode=mode, num_beams=num_beams, alpha=alpha)
+def make_train_evaluator(train_config: Any, model: t5.Transformer, eval_config: EvalConfig = EvalConfig(),
+                         ) -> Evaluator:
+  """The training loop's eval hook: the run's task, eval split and batch size; how to
+  decode from `eval_config` (gin: `make_train_evaluator.eval_config = @EvalConfig()`)."""
+  return Evaluator(train_config.data, model, eval_config)
+
+
+def make_predictor(model: t5.Transformer, data_config: data.DataConfig, eval_config: EvalConfig) -> Predictor:
+  """The decoding driver for `eval_config` (max length defaults to the task's target length)."""
+  max_len = eval_config.max_decode_length or data_config.task_feature_lengths["targets"]
+  return Predictor(model, max_decode_length=max_len, num_beams=eval_config.num_beams, alpha=eval_config.alpha)

@@ -12,6 +12,7 @@ import pytest
 from prompt_tuning_jax import data
 from prompt_tuning_jax.config import T5Config
 from prompt_tuning_jax.evaluators import ensemble, predictor
+from prompt_tuning_jax.evaluators.config import EvalConfig
 from prompt_tuning_jax.prompt import wrapper
 
 CFG = T5Config(vocab_size=64, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32,
@@ -113,7 +114,7 @@ def test_ensemble_evaluator_metrics_match_written_predictions(tmp_path):
   tok = jnp.ones((1, 2), jnp.int32)
   init = jax.jit(lambda r: model.init(r, tok, tok, tok, prompt_ids=jnp.zeros((1,), jnp.int32)))
   params = ensemble.bank_params(nn.unbox(init(jax.random.PRNGKey(0))["params"]), bank)
-  scores = ensemble.EnsembleEvaluator(dc, model, 3, mode="rank", output_dir=str(tmp_path))(params)
+  scores = ensemble.EnsembleEvaluator(dc, model, EvalConfig(mode="rank", output_dir=str(tmp_path)), 3)(params)
   records = [json.loads(line) for line in open(tmp_path / f"{task}.ensemble.predictions.jsonl")]
   acc = lambda outs: 100.0 * np.mean([o == r["targets"] for o, r in zip(outs, records)])
   for k in range(3):

@@ -16,6 +16,7 @@ import pytest
 from prompt_tuning_jax import data
 from prompt_tuning_jax.config import T5Config
 from prompt_tuning_jax.evaluators import task_evaluator
+from prompt_tuning_jax.evaluators.config import EvalConfig
 from prompt_tuning_jax.prompt import wrapper
 
 CFG = T5Config(emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32, num_encoder_layers=1, num_decoder_layers=1)
@@ -59,7 +60,7 @@ def test_candidate_labels_sources_and_fallbacks():
 
 def test_rank_mode_writes_consistent_outputs(single, tmp_path):
   model, params = single
-  ev = task_evaluator.Evaluator(DATA, model, mode="rank", output_dir=str(tmp_path))
+  ev = task_evaluator.Evaluator(DATA, model, EvalConfig(mode="rank", output_dir=str(tmp_path)))
   scores = ev(params, step=7)
   records = _read(tmp_path / f"{RTE}.step_7.predictions.jsonl")
   assert len(records) == 32 and scores["invalid_rate"] == 0.0
@@ -78,7 +79,7 @@ def test_rank_mode_writes_consistent_outputs(single, tmp_path):
 
 def test_greedy_mode_invalid_rate(single, tmp_path):
   model, params = single
-  ev = task_evaluator.Evaluator(DATA, model, mode="greedy", output_dir=str(tmp_path))
+  ev = task_evaluator.Evaluator(DATA, model, EvalConfig(mode="greedy", output_dir=str(tmp_path)))
   scores = ev(params)
   records = _read(tmp_path / f"{RTE}.predictions.jsonl")
   invalid = np.mean([r["output"].strip() not in ("entailment", "not_entailment") for r in records])
@@ -90,10 +91,10 @@ def test_greedy_mode_invalid_rate(single, tmp_path):
 def test_rank_falls_back_to_greedy_without_labels(single, tmp_path):
   model, _ = single
   cfg = dataclasses.replace(DATA, mixture_or_task_name="superglue_wsc_sample_taskless")
-  ev = task_evaluator.Evaluator(cfg, model, mode="rank")
+  ev = task_evaluator.Evaluator(cfg, model, EvalConfig(mode="rank"))
   assert ev.mode == "greedy"
   with pytest.raises(ValueError, match="mode"):
-    task_evaluator.Evaluator(DATA, model, mode="sample")
+    task_evaluator.Evaluator(DATA, model, EvalConfig(mode="sample"))
 
 
 def test_mixed_task_batches_match_each_prompt_alone(single, tmp_path):
@@ -103,13 +104,13 @@ def test_mixed_task_batches_match_each_prompt_alone(single, tmp_path):
   bank = jax.random.normal(jax.random.PRNGKey(5), (2, 4, CFG.emb_dim))
   bank_model, bank_params = _init(2)
   bank_params = wrapper.set_prompt(bank_params, bank)
-  multi = task_evaluator.MultiTaskEvaluator(DATA, bank_model, [RTE, CB], prompt_ids=[1, 0], mode="rank",
-                                        output_dir=str(tmp_path / "mixed"))
+  multi = task_evaluator.MultiTaskEvaluator(
+      DATA, bank_model, EvalConfig(mode="rank", output_dir=str(tmp_path / "mixed")), [RTE, CB], prompt_ids=[1, 0])
   mixed = multi.evaluate(bank_params)
   assert set(mixed) == {RTE, CB}
   for name, k in ((RTE, 1), (CB, 0)):
     cfg = dataclasses.replace(DATA, mixture_or_task_name=name)
-    alone = task_evaluator.Evaluator(cfg, model, mode="rank", output_dir=str(tmp_path / name))(
+    alone = task_evaluator.Evaluator(cfg, model, EvalConfig(mode="rank", output_dir=str(tmp_path / name)))(
         wrapper.set_prompt(params, bank[k]))
     assert alone == pytest.approx(mixed[name])
     a = _read(tmp_path / name / f"{name}.predictions.jsonl")

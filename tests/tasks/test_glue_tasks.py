@@ -52,15 +52,15 @@ def test_transfer_evaluator_adds_the_target_under_a_prefix(monkeypatch):
   seen = []
 
   class FakeEvaluator:
-    def __init__(self, data_config, model, mode):
-      seen.append((data_config.mixture_or_task_name, mode))
+    def __init__(self, data_config, model, eval_config):
+      seen.append((data_config.mixture_or_task_name, eval_config.mode))
       self.name = data_config.mixture_or_task_name
 
     def __call__(self, params, step):
       return {"accuracy": 10.0 if self.name == "glue_qqp_taskless" else 20.0, "f1": float(step)}
 
   monkeypatch.setattr(task_evaluator, "make_train_evaluator",
-                      lambda cfg, model, mode: FakeEvaluator(cfg.data, model, mode))
+                      lambda cfg, model, eval_config: FakeEvaluator(cfg.data, model, eval_config))
   monkeypatch.setattr(task_evaluator, "Evaluator", FakeEvaluator)
   cfg = type("Cfg", (), {"data": data.DataConfig("glue_qqp_taskless", "prompt_tuning_jax.tasks.glue", {"inputs": 8, "targets": 4})})
   evaluate = glue.transfer_evaluator(cfg, None, target_task="glue_mrpc_from_qqp_taskless")

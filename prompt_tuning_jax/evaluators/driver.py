@@ -1,0 +1,38 @@
+"""`evaluate(EvalConfig)`: the eval command's one library call. One prompt: that prompt;
+several: an ensemble; a mixture: each sub-task with its own prompt, in shared batches."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import seqio
+
+from prompt_tuning_jax import data
+from prompt_tuning_jax.evaluators import ensemble, loading, task_evaluator
+from prompt_tuning_jax.evaluators.config import EvalConfig
+
+
+def evaluate(cfg: EvalConfig) -> dict[str, Any]:
+  """-> {task name: metrics}; writes metrics/predictions under cfg.output_dir if set."""
+  task = data.get_task(cfg.data)
+  names = [ensemble.parse_prompt_flag(p)[0] for p in cfg.model.prompts]
+  mixture_ids = mixture_prompt_ids(task, names) if isinstance(task, seqio.Mixture) else None
+  loaded = loading.load_model(cfg.model)
+  if mixture_ids is not None:
+    tasks = [t.name for t in task.tasks]
+    multi = task_evaluator.MultiTaskEvaluator(cfg.data, loaded.model, cfg, tasks, prompt_ids=mixture_ids)
+    return multi.evaluate(loaded.params)
+  if loaded.num_prompts > 1:
+    return {task.name: ensemble.EnsembleEvaluator(cfg.data, loaded.model, cfg, loaded.num_prompts)(loaded.params)}
+  prompt_id = 0 if loaded.num_prompts else None
+  return {task.name: task_evaluator.Evaluator(cfg.data, loaded.model, cfg, prompt_id=prompt_id)(loaded.params)}
+
+
+def mixture_prompt_ids(mixture: seqio.Mixture, names: Sequence[str]) -> list[int]:
+  """Bank row of each sub-task: its --prompt=TASK=PATH, or the only prompt for all."""
+  tasks = [t.name for t in mixture.tasks]
+  if len(names) <= 1:
+    return [0] * len(tasks)
+  missing = [t for t in tasks if t not in names]
+  if missing:
+    raise SystemExit(f"mixture {mixture.name!r}: no --prompt=TASK=PATH for {missing}; got names {list(names)}")
+  return [list(names).index(t) for t in tasks]

@@ -1,0 +1,34 @@
+"""The frozen model plus prompts, loaded from a `ModelConfig`: shared by eval, infer and score."""
+from __future__ import annotations
+
+import dataclasses
+
+from prompt_tuning_jax.checkpoints import backbone
+from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.evaluators import ensemble
+from prompt_tuning_jax.evaluators.config import ModelConfig
+from prompt_tuning_jax.model import t5
+from prompt_tuning_jax.prompt import wrapper
+
+
+@dataclasses.dataclass
+class LoadedModel:
+  """A model ready to run: `params` hold the frozen weights and the prompt bank [N, P, d]."""
+  t5_config: T5Config
+  model: t5.Transformer
+  params: dict
+  names: list[str]      # one per prompt (NAME of NAME=PATH, else the path); [] without prompts
+  num_prompts: int
+
+
+def load_model(cfg: ModelConfig) -> LoadedModel:
+  """Frozen weights from `cfg.checkpoint_path` + the prompts -> a model that runs them."""
+  if not cfg.checkpoint_path:
+    raise SystemExit("set --gin.CHECKPOINT_PATH=... (a T5X checkpoint, HF T5 folder or 'random:<seed>')")
+  frozen, _ = backbone.load_frozen(cfg.checkpoint_path, cfg.t5)
+  names, bank = ensemble.load_bank(list(cfg.prompts), cfg.t5.emb_dim)
+  if bank is None:
+    return LoadedModel(cfg.t5, wrapper.make_model(cfg.t5, None), frozen, [], 0)
+  model = ensemble.bank_model(cfg.t5, bank, cfg.prompt)
+  return LoadedModel(cfg.t5, model, ensemble.bank_params(frozen, bank), names, bank.shape[0])
+
