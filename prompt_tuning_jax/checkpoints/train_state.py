@@ -46,7 +46,7 @@ class TrainCheckpointer:
   def __init__(self, model_dir: str, *, keep: int, fingerprint: dict[str, Any]):
     self.directory = os.path.join(os.path.abspath(model_dir), "train_state")
     self.fingerprint = fingerprint
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=False,  # made at the first save
                                            enable_async_checkpointing=False)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
