@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from prompt_tuning_jax import cli
+from prompt_tuning_jax import cli, jsonl
 from prompt_tuning_jax import vocab as vocab_lib
 from prompt_tuning_jax.evaluators import loading, predictor
 from prompt_tuning_jax.evaluators.config import EvalConfig
@@ -30,23 +30,30 @@ from prompt_tuning_jax.model import decoding
 
 def read_inputs(path: str, input_field: str = "inputs", prompt_field: str = "prompt",
                 ) -> list[tuple[str, Any]]:
-  """-> [(text, prompt selector or None)] from a .jsonl or .tsv file."""
+  """-> [(text, prompt selector or None)] from a .jsonl or .tsv file; errors name file:line."""
   if not os.path.isfile(path):
     raise SystemExit(f"--input_file={path}: not found")
+  if path.endswith(".tsv"):
+    return _read_tsv(path)
   rows: list[tuple[str, Any]] = []
-  with open(path, encoding="utf-8") as f:
-    if path.endswith(".tsv"):
-      for row in csv.reader(f, delimiter="\t"):
-        if row:
-          rows.append((row[0], None))
-      return rows
-    for n, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      record = json.loads(line)
-      if input_field not in record:
-        raise SystemExit(f"{path}:{n}: no field {input_field!r} (found {sorted(record)}); see --input_field")
-      rows.append((str(record[input_field]), record.get(prompt_field)))
+  for n, record in jsonl.read_jsonl(path, error=SystemExit):
+    where = f"{path}:{n}"
+    text = jsonl.require_str(record, input_field, f"{where} (see --input_field)", error=SystemExit)
+    selector = record.get(prompt_field)
+    if selector is not None and (isinstance(selector, bool) or not isinstance(selector, (str, int))):
+      raise SystemExit(f"{where}: field {prompt_field!r} must be a prompt NAME or index, found {selector!r:.40}")
+    rows.append((text, selector))
+  return rows
+
+
+def _read_tsv(path: str) -> list[tuple[str, Any]]:
+  try:
+    with open(path, encoding="utf-8", newline="") as f:
+      rows = [(row[0], None) for row in csv.reader(f, delimiter="\t") if row]
+  except UnicodeDecodeError as e:
+    raise SystemExit(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+  if not rows:
+    raise SystemExit(f"{path}: empty TSV file (no input rows)")
   return rows
 
 

@@ -14,23 +14,17 @@ import dataclasses
 import json
 from typing import Sequence
 
-from prompt_tuning_jax import cli, vocab
+from prompt_tuning_jax import cli, jsonl, vocab
 from prompt_tuning_jax.evaluators import loading, scorer
 
 
 def read_pairs(path: str) -> list[dict]:
+  """Rows with string 'inputs' and 'targets'; errors name file:line."""
   rows = []
-  with open(path) as f:
-    for n, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise SystemExit(f"{path}:{n}: not JSON ({e})")
-      if not isinstance(row, dict) or not {"inputs", "targets"} <= set(row):
-        raise SystemExit(f"{path}:{n}: each line needs string fields 'inputs' and 'targets'")
-      rows.append(row)
+  for n, row in jsonl.read_jsonl(path, error=SystemExit):
+    for key in ("inputs", "targets"):
+      jsonl.require_str(row, key, f"{path}:{n}", error=SystemExit)
+    rows.append(row)
   return rows
 
 

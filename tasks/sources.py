@@ -23,7 +23,6 @@ host answers within 3 s), "always", or "never".
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
 import threading
@@ -34,6 +33,7 @@ import seqio
 import tensorflow as tf
 
 import gin
+from prompt_tuning_jax import jsonl
 
 ENV_DATA_DIR = "PTJ_SUPERGLUE_DIR"
 ENV_TFDS_DATA_DIR = "PTJ_TFDS_DATA_DIR"
@@ -155,28 +155,9 @@ def network_reachable(host: str = DOWNLOAD_HOST, port: int = 443,
 
 
 # -------------------------------------------------------------------- JSONL
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-  """Parses one JSON object per non-empty line; errors name file and line."""
-  path = Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f"SuperGLUE JSONL file not found: {path}")
-  rows = []
-  with path.open(encoding="utf-8") as f:
-    for lineno, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise SuperGlueDataError(
-            f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})"
-        ) from None
-      if not isinstance(row, dict):
-        raise SuperGlueDataError(
-            f"{path}:{lineno}: expected a JSON object, found "
-            f"{type(row).__name__}")
-      rows.append(row)
-  return rows
+def read_jsonl(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]:
+  """(physical line, object) per non-blank line; errors name file and line."""
+  return jsonl.read_jsonl(path, error=SuperGlueDataError)
 
 
 def _class_index(task: str, label: Any, where: str) -> int:
@@ -212,50 +193,74 @@ def _fix_wsc_span(ex: dict[str, Any], key: str) -> None:
 
 
 def convert_rows(task: str, rows: Sequence[Mapping[str, Any]],
-                 source: str = "<rows>") -> list[dict[str, Any]]:
-  """Official SuperGLUE JSONL rows -> flat TFDS-style examples.
+                 source: str = "<rows>",
+                 lines: Optional[Sequence[int]] = None) -> list[dict[str, Any]]:
+  """Official SuperGLUE JSONL rows -> flat TFDS-style examples, type-checked.
 
   MultiRC gives one example per answer and ReCoRD one per query, as TFDS does;
-  nested keys are flattened as 'idx/paragraph'. `source` names the file in
-  errors.
+  nested keys are flattened as 'idx/paragraph'. `source` and `lines` (physical
+  line numbers, default 1..n) name the place of a bad row in errors.
   """
   out = []
   for n, row in enumerate(rows, start=1):
-    where = f"{source} row {n}"
+    where = f"{source}:{lines[n - 1] if lines is not None else n}"
     try:
       out.extend(_convert_row(task, row, where))
     except KeyError as e:
       raise SuperGlueDataError(f"{where}: missing key {e} for task {task!r}"
                                ) from None
+    except (TypeError, AttributeError, IndexError) as e:
+      raise SuperGlueDataError(f"{where}: malformed {task!r} row ({e})"
+                               ) from None
   return out
+
+
+def _check_types(task: str, examples: list[dict], where: str) -> list[dict]:
+  """Refuses a field of the wrong JSON type before TF sees it."""
+  want = {"str": str, "int32": int, "int64": int, "strs": list}
+  for ex in examples:
+    for key, kind in _feature_kinds(task).items():
+      value = ex[key]
+      ok = isinstance(value, want[kind]) and not isinstance(value, bool)
+      if ok and kind == "strs":
+        ok = all(isinstance(v, str) for v in value)
+      if not ok:
+        raise SuperGlueDataError(
+            f"{where}: field {key!r} of task {task!r} must be "
+            f"{'a list of strings' if kind == 'strs' else 'a string' if kind == 'str' else 'an integer'}"
+            f", found {type(value).__name__} {value!r:.40}")
+  return examples
 
 
 def _convert_row(task: str, row: Mapping[str, Any], where: str) -> list[dict]:
   if task == "multirc":
     psg = row["passage"]
-    return [{"paragraph": psg["text"], "question": q["question"],
-             "answer": a["text"],
-             "label": _class_index(task, a.get("label"), where),
-             "idx/paragraph": row["idx"], "idx/question": q["idx"],
-             "idx/answer": a["idx"]}
-            for q in psg["questions"] for a in q["answers"]]
+    return _check_types(task, [
+        {"paragraph": psg["text"], "question": q["question"],
+         "answer": a["text"],
+         "label": _class_index(task, a.get("label"), where),
+         "idx/paragraph": row["idx"], "idx/question": q["idx"],
+         "idx/answer": a["idx"]}
+        for q in psg["questions"] for a in q["answers"]], where)
   if task == "record":
     psg = row["passage"]
     text = psg["text"]
     entities = sorted({text[e["start"]:e["end"] + 1] for e in psg["entities"]})
-    return [{"passage": text, "query": qa["query"], "entities": entities,
-             "answers": sorted({a["text"] for a in qa.get("answers", [])}),
-             "idx/passage": row["idx"], "idx/query": qa["idx"]}
-            for qa in row["qas"]]
+    return _check_types(task, [
+        {"passage": text, "query": qa["query"], "entities": entities,
+         "answers": sorted({a["text"] for a in qa.get("answers", [])}),
+         "idx/passage": row["idx"], "idx/query": qa["idx"]}
+        for qa in row["qas"]], where)
   row = dict(row)
   if task == "wsc":
     row.update(row["target"])
   ex = {k: row[k] for k in _TEXT_FIELDS[task] + _INT_FIELDS.get(task, ())}
+  ex["idx"] = row["idx"]
+  ex["label"] = _class_index(task, row.get("label"), where)
+  _check_types(task, [ex], where)
   if task == "wsc":
     _fix_wsc_span(ex, "span1")
     _fix_wsc_span(ex, "span2")
-  ex["idx"] = row["idx"]
-  ex["label"] = _class_index(task, row.get("label"), where)
   return [ex]
 
 
@@ -385,7 +390,9 @@ class SuperGlueSource(seqio.DataSource):
                                     split, shuffle=shuffle, seed=seed,
                                     shard_info=shard_info)
     else:
-      examples = convert_rows(self._task, read_jsonl(path), str(path))
+      numbered = read_jsonl(path)
+      examples = convert_rows(self._task, [r for _, r in numbered], str(path),
+                              [n for n, _ in numbered])
       ds = examples_to_dataset(self._task, examples)
       if shard_info is not None and shard_info.num_shards > 1:
         ds = ds.shard(shard_info.num_shards, shard_info.index)

@@ -33,8 +33,10 @@ def detect_format(path: str) -> str:
   return "t5x"
 
 
-def load_frozen(path: str, cfg: T5Config, *, shardings: Any = None) -> tuple[dict, int]:
-  """-> (params placed with `shardings` or on the default device, checkpoint step)."""
+def load_frozen(path: str, cfg: T5Config, *, shardings: Any = None,
+                allow_nonfinite: bool = False) -> tuple[dict, int]:
+  """-> (params placed with `shardings` or on the default device, checkpoint step).
+  NaN/Inf weights are refused naming the key unless `allow_nonfinite`."""
   if not path:
     raise ValueError("INITIAL_CHECKPOINT_PATH is empty: name a T5X checkpoint, a Hugging Face "
                      "T5 directory or 'random:<seed>'")
@@ -46,7 +48,7 @@ def load_frozen(path: str, cfg: T5Config, *, shardings: Any = None) -> tuple[dic
     fn = jax.jit(init, out_shardings=shardings) if shardings is not None else jax.jit(init)
     return fn(jax.random.PRNGKey(seed)), 0
   if kind == "hf":
-    params, hf_cfg = hf.load_hf_checkpoint(path)
+    params, hf_cfg = hf.load_hf_checkpoint(path, allow_nonfinite=allow_nonfinite)
     _check_same_config(cfg, hf_cfg, path)
     validation.validate_params(params, want, source=path)
     params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
@@ -58,7 +60,8 @@ def load_frozen(path: str, cfg: T5Config, *, shardings: Any = None) -> tuple[dic
     shardings = jax.tree.map(lambda _: device, want, is_leaf=lambda x: hasattr(x, "shape"))
   flat_sh = traverse_util.flatten_dict(shardings, sep="/")
   flat_want = traverse_util.flatten_dict(want, sep="/")
-  params = sharding.load_params_sharded(functools.partial(t5x.read_t5x_array, path), flat_want, flat_sh,
+  read = functools.partial(t5x.read_t5x_array, path, allow_nonfinite=allow_nonfinite)
+  params = sharding.load_params_sharded(read, flat_want, flat_sh,
                                         dtypes={k: np.float32 for k in flat_want})
   return traverse_util.unflatten_dict(params, sep="/"), int(index.step)
 

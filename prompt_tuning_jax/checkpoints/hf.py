@@ -18,8 +18,9 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from prompt_tuning_jax.checkpoints import tree
+from prompt_tuning_jax.checkpoints import checksums, tree
 from prompt_tuning_jax.checkpoints.validation import (
+  CheckpointCorruptError,
   CheckpointMismatchError,
   param_shapes,
   validate_params,
@@ -31,6 +32,8 @@ from prompt_tuning_jax.config import T5Config
 _REDUNDANT = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight",
               "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight")
 _ATTN = (("q", "query"), ("k", "key"), ("v", "value"), ("o", "out"))
+_HF_INT_FIELDS = ("vocab_size", "d_model", "num_heads", "d_kv", "d_ff", "num_layers", "num_decoder_layers",
+                  "relative_attention_num_buckets", "relative_attention_max_distance")
 _FF_PROJ = {("gelu", "linear"): "gated-gelu", ("relu",): "relu", ("relu", "linear"): "gated-relu"}
 
 
@@ -88,6 +91,11 @@ def t5_config_from_hf(hf_config: Mapping[str, Any]) -> T5Config:
   activations = {v: k for k, v in _FF_PROJ.items()}.get(proj)
   if activations is None:
     raise ValueError(f"HF config feed_forward_proj={proj!r} is not supported; use one of {sorted(_FF_PROJ.values())}")
+  for key, value in hf_config.items():
+    if value is None and key == "num_decoder_layers":
+      continue
+    if key in _HF_INT_FIELDS and (isinstance(value, bool) or not isinstance(value, int)):
+      raise ValueError(f"{key}={value!r} must be an integer")
   num_layers = int(hf_config.get("num_layers", 6))
   return T5Config(
       vocab_size=int(hf_config.get("vocab_size", 32128)), emb_dim=int(hf_config.get("d_model", 512)),
@@ -157,12 +165,53 @@ def _to_numpy(value: Any) -> np.ndarray:
 
 
 def _load_weight_file(path: str) -> dict[str, np.ndarray]:
+  """One safetensors or torch `.bin` file; any failure is an error naming the file."""
+  if os.path.isdir(path):
+    raise CheckpointCorruptError(f"HF weights {path} is a directory, not a file")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"HF weights file not found: {path}")
   if path.endswith(".safetensors"):
     from safetensors.numpy import load_file
-    return load_file(path)
-  import torch
-  state = torch.load(path, map_location="cpu", weights_only=True)
-  return {k: _to_numpy(v) for k, v in state.items()}
+    try:
+      state = load_file(path)
+    except Exception as e:  # SafetensorError, OSError, ...: safetensors names no file
+      raise CheckpointCorruptError(f"cannot read safetensors file {path}: {type(e).__name__}: {e}") from None
+  else:
+    import torch
+    try:
+      loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError's text suggests weights_only=False: never do that here
+      reason = str(e).splitlines()[0][:200] if "weights_only" not in str(e).splitlines()[0] else "refused"
+      raise CheckpointCorruptError(
+          f"cannot read torch weights {path} safely ({type(e).__name__}: {reason}); only plain tensor "
+          "state dicts are loaded (no arbitrary pickled objects). Convert it to model.safetensors.") from None
+    if not isinstance(loaded, dict) or not all(hasattr(v, "detach") for v in loaded.values()):
+      raise CheckpointCorruptError(f"torch weights {path} is not a state dict of tensors")
+    state = {k: _to_numpy(v) for k, v in loaded.items()}
+  recorded = checksums.read_manifest(path)
+  for key, value in state.items():
+    checksums.verify(key, value, recorded, path)
+  return state
+
+
+def _read_json(path: str, what: str) -> Any:
+  try:
+    with open(path, "rb") as f:
+      return json.loads(f.read().decode("utf-8"))
+  except IsADirectoryError:
+    raise CheckpointCorruptError(f"{what} {path} is a directory, not a JSON file") from None
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise CheckpointCorruptError(f"{what} {path} is not valid JSON: {e}") from None
+
+
+def _shard_files(index: str) -> list[str]:
+  data = _read_json(index, "HF weight index")
+  weight_map = data.get("weight_map") if isinstance(data, dict) else None
+  if not isinstance(weight_map, dict) or not weight_map or not all(
+      isinstance(v, str) and v and os.path.basename(v) == v for v in weight_map.values()):
+    raise CheckpointCorruptError(f"HF weight index {index}: 'weight_map' must map tensor names to shard "
+                                 "file names in the same directory")
+  return sorted(set(weight_map.values()))
 
 
 def read_hf_state_dict(directory: str) -> dict[str, np.ndarray]:
@@ -172,23 +221,29 @@ def read_hf_state_dict(directory: str) -> dict[str, np.ndarray]:
       return _load_weight_file(os.path.join(directory, name))
     index = os.path.join(directory, f"{name}.index.json")
     if os.path.exists(index):
-      with open(index) as f:
-        shards = sorted(set(json.load(f)["weight_map"].values()))
       state: dict[str, np.ndarray] = {}
-      for shard in shards:
+      for shard in _shard_files(index):
         state.update(_load_weight_file(os.path.join(directory, shard)))
       return state
   raise FileNotFoundError(f"no model.safetensors, pytorch_model.bin or *.index.json in HF directory {directory}")
 
 
-def load_hf_checkpoint(directory: str) -> tuple[dict[str, Any], T5Config]:
-  """Read `config.json` + weights of an HF T5 directory into T5X params."""
+def load_hf_checkpoint(directory: str, *, allow_nonfinite: bool = False) -> tuple[dict[str, Any], T5Config]:
+  """Read `config.json` + weights of an HF T5 directory into T5X params (floating, finite)."""
   config_path = os.path.join(directory, "config.json")
   if not os.path.exists(config_path):
     raise FileNotFoundError(f"HF checkpoint directory {directory} has no config.json")
-  with open(config_path) as f:
-    hf_config = json.load(f)
-  return hf_to_t5x(read_hf_state_dict(directory), hf_config, source=directory)
+  hf_config = _read_json(config_path, "HF config")
+  if not isinstance(hf_config, dict):
+    raise CheckpointCorruptError(f"HF config {config_path} must be a JSON object, found {type(hf_config).__name__}")
+  try:
+    t5_config_from_hf(hf_config)
+  except (ValueError, TypeError) as e:
+    raise CheckpointCorruptError(f"HF config {config_path}: {e}") from None
+  state = read_hf_state_dict(directory)
+  for key, value in state.items():
+    checksums.check_values(key, value, directory, allow_nonfinite=allow_nonfinite)
+  return hf_to_t5x(state, hf_config, source=directory)
 
 
 def _write_synced(path: str, data: bytes) -> None:
@@ -211,11 +266,12 @@ def save_hf_checkpoint(directory: str, params: Mapping[str, Any], cfg: T5Config)
   os.makedirs(tmp)
   try:
     _write_synced(os.path.join(tmp, "model.safetensors"), save(state, metadata={"format": "pt"}))
+    checksums.write_manifest(os.path.join(tmp, "model.safetensors"), state)
     _write_synced(os.path.join(tmp, "config.json"), json.dumps(hf_config, indent=2).encode())
     if not os.path.exists(directory):
       os.rename(tmp, directory)
     else:
-      for name in ("model.safetensors", "config.json"):
+      for name in ("model.safetensors", "model.safetensors" + checksums.SUFFIX, "config.json"):
         os.replace(os.path.join(tmp, name), os.path.join(directory, name))
   finally:
     shutil.rmtree(tmp, ignore_errors=True)

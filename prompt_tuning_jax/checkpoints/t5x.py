@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import posixpath
 import re
 import time
 import uuid
@@ -26,7 +27,7 @@ import msgpack
 import numpy as np
 import tensorstore as ts
 
-from prompt_tuning_jax.checkpoints import fs, tree
+from prompt_tuning_jax.checkpoints import checksums, fs, tree
 from prompt_tuning_jax.checkpoints.validation import (
   CheckpointCorruptError,
   CheckpointMismatchError,
@@ -115,6 +116,8 @@ class T5XCheckpointIndex:
   def __init__(self, file: str, directory: str):
     self.file, self.directory = file, directory
     self._stores: dict[tuple[str, bool], tuple[ts.TensorStore, str]] = {}
+    self.checksums = checksums.read_manifest(file)  # None for checkpoints we did not write
+    self._verified: set[str] = set()
     try:
       raw = msgpack.unpackb(fs.read_bytes(file), ext_hook=_ext_hook, raw=False, strict_map_key=False)
       optimizer = raw["optimizer"] if "optimizer" in raw else raw
@@ -166,38 +169,62 @@ class T5XCheckpointIndex:
     if not isinstance(rel, str) or not rel:
       raise CheckpointCorruptError(f"tensorstore spec for {name!r} in {self.file} has no kvstore path: {spec}")
     # Like T5X: the path is relative to the checkpoint directory whatever the driver
-    # ('file', 'gfile', or 'gcs' with a placeholder bucket); the directory decides where.
-    location = rel if rel.startswith(("/", "gs://")) else f"{self.directory}/{rel}"
+    # ('file', 'gfile', or 'gcs' with a placeholder bucket); the directory decides where,
+    # and nothing outside it is ever opened.
+    norm = posixpath.normpath(rel)
+    if "://" in rel or norm.startswith(("/", "..")) or norm == ".":
+      raise CheckpointCorruptError(f"tensorstore path {rel!r} for {name!r} in {self.file} leaves the "
+                                   f"checkpoint directory {self.directory}; only relative paths inside it are read")
+    location = f"{self.directory}/{norm}"
     try:
       store = ts.open({"driver": "zarr", "kvstore": fs.kvstore_spec(location)}, open=True, read=True).result()
     except ValueError as e:
       raise CheckpointCorruptError(f"cannot open zarr array {location} for {name!r} "
                                    f"(listed in {self.file}): {e}") from e
-    want = (spec.get("metadata") or {}).get("shape")
+    meta = spec.get("metadata") or {}
+    want = meta.get("shape")
     if want is not None and tuple(want) != tuple(store.shape):
       raise CheckpointCorruptError(f"zarr array {location} has shape {tuple(store.shape)} but {self.file} "
                                    f"records {tuple(want)} for {name!r}")
+    stored = store.spec().to_json().get("metadata", {}).get("dtype")
+    if meta.get("dtype") is not None and stored != meta["dtype"]:
+      raise CheckpointCorruptError(f"zarr array {location}/.zarray has dtype {stored!r} but {self.file} "
+                                   f"records {meta['dtype']!r} for {name!r}")
     return store, location
 
-  def read(self, name: str, index: Any = None, *, states: bool = False) -> np.ndarray:
-    """One leaf (or `leaf[index]`) as a writable np.ndarray."""
+  def read(self, name: str, index: Any = None, *, states: bool = False, allow_nonfinite: bool = False) -> np.ndarray:
+    """One leaf (or `leaf[index]`) as a writable np.ndarray, checked: a target leaf must
+    be floating and finite (unless allow_nonfinite); a leaf listed in our checksum
+    manifest must match it (inline leaves always, zarr leaves on whole reads; a slice of
+    a gzip zarr chunk is covered by gzip's own CRC)."""
     leaf = self._leaf(name, states)
+    key = f"{'param_states' if states else 'target'}/{name.strip('/').removeprefix('target/')}"
     if not _is_spec(leaf):
-      return np.array(leaf if index is None else leaf[index])
-    store, location = self._store(name, leaf, states)
-    _check_chunks(store, location)
-    try:
-      return np.asarray(store[index].read().result() if index is not None else store.read().result())
-    except ValueError as e:
-      raise CheckpointCorruptError(f"cannot read zarr array {location} for {name!r} "
-                                   f"(listed in {self.file}): {e}") from e
+      self._verify(key, leaf)
+      arr = np.array(leaf if index is None else leaf[index])
+    else:
+      store, location = self._store(name, leaf, states)
+      _check_chunks(store, location)
+      try:
+        arr = np.asarray(store[index].read().result() if index is not None else store.read().result())
+      except ValueError as e:
+        raise CheckpointCorruptError(f"cannot read zarr array {location} for {name!r} "
+                                     f"(listed in {self.file}): {e}") from e
+      if index is None or arr.shape == tuple(store.shape):
+        self._verify(key, arr)
+    if not states:
+      checksums.check_values(name, arr, self.file, allow_nonfinite=allow_nonfinite)
+    return arr
+
+  def _verify(self, key: str, arr: np.ndarray) -> None:
+    if self.checksums is not None and key not in self._verified:
+      checksums.verify(key, arr, self.checksums, self.file)
+      self._verified.add(key)
 
 
 def _check_chunks(store: ts.TensorStore, location: str) -> None:
-  """With no fill value every chunk must be stored; a missing one would read as zeros."""
-  meta = store.spec().to_json().get("metadata", {})
-  if meta.get("fill_value") is not None:
-    return
+  """Every chunk must be stored; a missing one would read as zeros or as the fill value."""
+  meta = store.spec().to_json().get("metadata", {})  # with a fill value too: a lost chunk is not zeros
   sep = meta.get("dimension_separator", ".")
   grid = [-(-n // c) for n, c in zip(meta["shape"], meta["chunks"])]
   want = {sep.join(map(str, idx)) for idx in np.ndindex(*grid)} if grid else {"0"}
@@ -225,15 +252,15 @@ def read_t5x_shapes(path: str) -> dict[str, Any]:
   return tree.unflatten(open_t5x_checkpoint(path).shapes())
 
 
-def read_t5x_array(path: str, name: str, index: Any = None) -> np.ndarray:
+def read_t5x_array(path: str, name: str, index: Any = None, *, allow_nonfinite: bool = False) -> np.ndarray:
   """One target leaf by slash name ('encoder/layers_0/attention/query/kernel'), or a
   slice of it (`index`, e.g. `(slice(0, 1024), slice(None))`), without the rest."""
-  return open_t5x_checkpoint(path).read(name, index)
+  return open_t5x_checkpoint(path).read(name, index, allow_nonfinite=allow_nonfinite)
 
 
-def read_t5x_variable(path: str, name: str) -> np.ndarray:
+def read_t5x_variable(path: str, name: str, *, allow_nonfinite: bool = False) -> np.ndarray:
   """One whole variable, e.g. the prompt 'encoder/prompt/prompt/prompt' [P, d]."""
-  return read_t5x_array(path, name)
+  return read_t5x_array(path, name, allow_nonfinite=allow_nonfinite)
 
 
 def _cast(arr: np.ndarray, dtype: Any) -> np.ndarray:
@@ -249,12 +276,13 @@ def cast_params(params: Mapping[str, Any], dtype: Any) -> dict[str, Any]:
 
 
 def read_t5x_checkpoint(path: str, *, restore_optimizer_state: bool = False, dtype: Any = None,
-                        expected: Mapping[str, Any] | None = None) -> T5XCheckpoint:
+                        expected: Mapping[str, Any] | None = None, allow_nonfinite: bool = False) -> T5XCheckpoint:
   """Load every target array (and optionally the optimizer's param_states).
 
   Args:
     path: a `checkpoint_<N>` directory, its `checkpoint` file, or a single-file
       checkpoint; local or gs://.
+    allow_nonfinite: load NaN/Inf weights instead of refusing them.
     dtype: cast floating arrays to this dtype (e.g. 'float32', 'bfloat16').
     expected: nested dict of objects with `.shape` (e.g. `jax.eval_shape` of the
       model's init); checked against the stored shapes before any array is read.
@@ -262,7 +290,7 @@ def read_t5x_checkpoint(path: str, *, restore_optimizer_state: bool = False, dty
   index = open_t5x_checkpoint(path)
   if expected is not None:
     validate_params(tree.unflatten(index.shapes()), expected, source=index.file)
-  params = tree.unflatten({k: _cast(index.read(k), dtype) for k in index.target})
+  params = tree.unflatten({k: _cast(index.read(k, allow_nonfinite=allow_nonfinite), dtype) for k in index.target})
   states = None
   if restore_optimizer_state:
     states = tree.unflatten({k: index.read(k, states=True) for k in index.states})
@@ -339,6 +367,9 @@ def write_t5x_checkpoint(model_dir: str, params: Mapping[str, Any], step: int, *
     payload = {"version": 3, "optimizer": {"target": target, "state": {"step": np.asarray(step, np.int32),
                                                                        "param_states": states}}}
     fs.write_bytes(f"{tmp}/checkpoint", msgpack.packb(payload, default=_ext_default, use_bin_type=True))
+    arrays = {f"target/{k}": v for k, v in tree.flatten(params).items()}
+    arrays.update({f"param_states/{k}": v for k, v in tree.flatten(param_states or {}).items()})
+    checksums.write_manifest(f"{tmp}/checkpoint", {k: np.asarray(v) for k, v in arrays.items()})
     fs.fsync_tree(tmp)
     if fs.exists(final):  # overwrite=True: move the old one aside, then drop it
       fs.rename(final, f"{tmp}.old")

@@ -11,7 +11,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
+import shutil
+import threading
+import time
 from typing import Any
 
 import jax
@@ -19,11 +23,20 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
+from prompt_tuning_jax import distributed
+from prompt_tuning_jax.checkpoints import checksums
+from prompt_tuning_jax.checkpoints.validation import CheckpointCorruptError
 from prompt_tuning_jax.config import T5Config
+
+_TMP_MARK = ".orbax-checkpoint-tmp"
 
 
 class CheckpointFingerprintError(ValueError):
   """A training checkpoint belongs to another backbone or another prompt shape."""
+
+
+class DamagedCheckpointError(CheckpointCorruptError):
+  """A training checkpoint step cannot be read back (names its directory)."""
 
 
 def backbone_fingerprint(cfg: T5Config, embedding: Any) -> str:
@@ -41,35 +54,105 @@ def trainable_signature(trainable: Any) -> dict[str, list[int]]:
 
 
 class TrainCheckpointer:
-  """Save and resume a TrainState (+ JSON metadata) under `<model_dir>/train_state/`."""
+  """Save and resume a TrainState (+ JSON metadata) under `<model_dir>/train_state/`.
+
+  Each save records a sha256 per state array in its metadata. Restoring walks from the
+  newest step down: a damaged step (missing or unreadable item, bad metadata, checksum
+  mismatch) is named in a warning, moved aside as `<step>.damaged-<time>`, and the next
+  older step is tried. Temporary directories of an interrupted save are removed when the
+  checkpointer starts and when a save fails (e.g. a full disk).
+  """
 
   def __init__(self, model_dir: str, *, keep: int, fingerprint: dict[str, Any]):
     self.directory = os.path.join(os.path.abspath(model_dir), "train_state")
     self.fingerprint = fingerprint
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+    self._keep = keep
+    self._remove_tmp()
+    self._manager = self._new_manager()
+
+  def _new_manager(self) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=False,  # made at the first save
                                            enable_async_checkpointing=False)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    return ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
-    meta = dict(meta, fingerprint=self.fingerprint)
-    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                     meta=ocp.args.JsonSave(meta)), force=True)
-    self._manager.wait_until_finished()
+    meta = dict(meta, fingerprint=self.fingerprint, checksums=state_checksums(state))
+    before = set(threading.enumerate())
+    try:
+      self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                       meta=ocp.args.JsonSave(meta)), force=True)
+      self._manager.wait_until_finished()
+    except Exception as e:
+      # One item failed; orbax's writer threads for the others may still be running:
+      # let them stop before their partial files are removed.
+      _join_new_threads(before)
+      self._manager.close()
+      _join_new_threads(before)
+      self._remove_tmp()
+      self._manager = self._new_manager()
+      raise OSError(getattr(e, "errno", None), f"saving training checkpoint step {step} under {self.directory} "
+                    f"failed ({type(e).__name__}: {e}); its partial files were removed and the older steps "
+                    "are intact. Free space (or fix the cause) and rerun: training resumes from the newest "
+                    "intact step.") from e
 
   def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict] | None:
-    """Newest (or given) checkpoint restored into `abstract_state`'s shapes and shardings,
-    or None when there is none yet. Fingerprints are compared before arrays are read."""
-    step = self.latest_step() if step is None else step
-    if step is None:
-      return None
+    """Newest intact (or the given) checkpoint restored into `abstract_state`'s shapes and
+    shardings, or None when there is none yet. Fingerprints are compared before arrays are
+    read; a fingerprint mismatch is refused, never skipped."""
+    steps = sorted(self._manager.all_steps(), reverse=True) if step is None else [step]
+    damaged = []
+    for candidate in steps:
+      try:
+        return self._restore_step(abstract_state, candidate)
+      except CheckpointFingerprintError:
+        raise
+      except Exception as e:  # orbax raises KeyError, ValueError, JSONDecodeError, ... for damage
+        where = os.path.join(self.directory, str(candidate))
+        if step is not None:
+          raise DamagedCheckpointError(f"training checkpoint {where} is damaged: {type(e).__name__}: {e}") from e
+        damaged.append(where)
+        logging.warning("training checkpoint %s is damaged (%s: %s); moved aside, falling back to an older step",
+                        where, type(e).__name__, e)
+        self._move_aside(where)
+    if damaged:
+      raise DamagedCheckpointError(f"every training checkpoint under {self.directory} is damaged "
+                                   f"({', '.join(damaged)}, moved aside as *.damaged-*); delete "
+                                   f"{self.directory} to start afresh")
+    return None
+
+  def _restore_step(self, abstract_state: Any, step: int) -> tuple[Any, dict]:
     meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    if not isinstance(meta, dict):
+      raise ValueError(f"meta is {type(meta).__name__}, not a JSON object")
     self._check(meta, step)
     target = jax.tree.map(_abstract, abstract_state)
     restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+    recorded = meta.get("checksums")
+    if recorded is not None:
+      found = state_checksums(restored["state"])
+      bad = sorted(k for k in found if k in recorded and found[k] != recorded[k])
+      if bad:
+        raise checksums.ChecksumError(f"arrays {bad} do not match the checksums recorded when step {step} was "
+                                      "saved")
     return restored["state"], meta
+
+  def _move_aside(self, where: str) -> None:
+    if distributed.is_primary():
+      os.rename(where, f"{where}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    distributed.sync("train_state_move_aside")
+    self._manager.reload()
+
+  def _remove_tmp(self) -> None:
+    """Drop `*.orbax-checkpoint-tmp*` folders an interrupted or failed save left behind."""
+    if not distributed.is_primary() or not os.path.isdir(self.directory):
+      return
+    for name in os.listdir(self.directory):
+      if _TMP_MARK in name:
+        logging.warning("removing %s, left by an interrupted checkpoint save", os.path.join(self.directory, name))
+        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
   def _check(self, meta: dict[str, Any], step: int) -> None:
     found = meta.get("fingerprint", {})
@@ -80,6 +163,25 @@ class TrainCheckpointer:
             f"training checkpoint {where} has {key}={found.get(key)!r} but this run has "
             f"{key}={expected!r}: it belongs to another backbone or prompt shape. Use another "
             f"MODEL_DIR or delete {self.directory} to start afresh.")
+
+
+def _join_new_threads(before: set[threading.Thread], timeout_s: float = 60.0) -> None:
+  deadline = time.time() + timeout_s
+  for thread in set(threading.enumerate()) - before:
+    if thread.ident is not None and thread is not threading.current_thread():
+      thread.join(timeout=max(0.0, deadline - time.time()))
+
+
+def state_checksums(state: Any) -> dict[str, str]:
+  """{key path: sha256} of every state array this host can see whole (all of them on one
+  host; sharded arrays on a multi-host mesh are left to orbax)."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+    if isinstance(leaf, jax.Array) and not (leaf.is_fully_addressable or leaf.is_fully_replicated):
+      continue
+    value = leaf.addressable_data(0) if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable else leaf
+    out[jax.tree_util.keystr(path)] = checksums.digest(np.asarray(jax.device_get(value)))
+  return out
 
 
 def _abstract(x: Any) -> Any:

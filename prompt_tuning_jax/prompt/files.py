@@ -57,6 +57,14 @@ def _as_prompt(prompt: Any, source: PathLike) -> np.ndarray:
   return array.astype(np.float32, copy=False)
 
 
+def _loaded(prompt: Any, source: PathLike, allow_nonfinite: bool) -> np.ndarray:
+  """A loaded prompt as float32 `[P, d]`, refused (naming `source`) if it holds NaN/Inf
+  (also after a float16 value overflows) unless `allow_nonfinite`."""
+  from prompt_tuning_jax.checkpoints import checksums
+  array = _as_prompt(prompt, source)
+  return checksums.check_values("prompt", array, str(source), allow_nonfinite=allow_nonfinite)
+
+
 def _atomic_write(path: Path, write) -> Path:
   """Writes through a temporary file in the same folder, then renames it."""
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,16 +88,16 @@ def save_npy(path: PathLike, prompt: Any) -> Path:
   return _atomic_write(Path(path), lambda f: np.save(f, array, allow_pickle=False))
 
 
-def load_npy(path: PathLike) -> np.ndarray:
+def load_npy(path: PathLike, *, allow_nonfinite: bool = False) -> np.ndarray:
   """Reads a `.npy`-format file (any file name) as float32 `[P, d]`."""
   path = Path(path)
   if not path.is_file():
     raise FileNotFoundError(f"prompt file not found: {path}")
   try:
     array = np.load(path, allow_pickle=False)
-  except ValueError as e:
+  except (ValueError, OSError, EOFError) as e:
     raise ValueError(f"{path} is not a readable .npy prompt file: {e}") from e
-  return _as_prompt(array, path)
+  return _loaded(array, path, allow_nonfinite)
 
 
 # ----- original release layout: numpy_checkpoints/checkpoint_<step>/... -----
@@ -122,12 +130,12 @@ def save_numpy_checkpoint(model_dir: PathLike, step: int, prompt: Any) -> Path:
   return target
 
 
-def load_numpy_checkpoint(path: PathLike) -> np.ndarray:
+def load_numpy_checkpoint(path: PathLike, *, allow_nonfinite: bool = False) -> np.ndarray:
   """Reads a numpy-checkpoint prompt: the file itself or its `checkpoint_<step>` dir."""
   path = Path(path)
   if path.is_dir():
     path = path / NUMPY_PROMPT_FILE
-  return load_npy(path)
+  return load_npy(path, allow_nonfinite=allow_nonfinite)
 
 
 # ----- Hugging Face PEFT prompt-tuning adapter -----
@@ -199,9 +207,11 @@ def _read_peft_config(directory: Path) -> dict[str, Any]:
   if not config_path.is_file():
     raise FileNotFoundError(f"PEFT adapter config not found: {config_path}")
   try:
-    config = json.loads(config_path.read_text())
-  except json.JSONDecodeError as e:
+    config = json.loads(config_path.read_bytes().decode("utf-8"))
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ValueError(f"{config_path} is not valid JSON: {e}") from e
+  if not isinstance(config, dict):
+    raise ValueError(f"{config_path} must hold a JSON object, found {type(config).__name__}")
   if config.get("peft_type") != "PROMPT_TUNING":
     raise ValueError(f"{config_path}: peft_type is {config.get('peft_type')!r}, "
                      "expected 'PROMPT_TUNING'")
@@ -209,10 +219,13 @@ def _read_peft_config(directory: Path) -> dict[str, Any]:
     if not isinstance(config.get(key), int) or config[key] <= 0:
       raise ValueError(f"{config_path}: {key} must be a positive int, got "
                        f"{config.get(key)!r}")
+  k = config.get("num_transformer_submodules")
+  if k is not None and (isinstance(k, bool) or k not in (1, 2)):
+    raise ValueError(f"{config_path}: num_transformer_submodules must be 1 or 2, got {k!r}")
   return config
 
 
-def load_peft_adapter(directory: PathLike) -> np.ndarray:
+def load_peft_adapter(directory: PathLike, *, allow_nonfinite: bool = False) -> np.ndarray:
   """Reads the first `num_virtual_tokens` rows of a PEFT prompt-tuning adapter.
 
   Returns float32 `[N, d]`. The stored tensor must be
@@ -223,7 +236,10 @@ def load_peft_adapter(directory: PathLike) -> np.ndarray:
   weights_path = directory / PEFT_WEIGHTS_FILE
   if not weights_path.is_file():
     raise FileNotFoundError(f"PEFT adapter weights not found: {weights_path}")
-  tensors = safetensors.numpy.load_file(str(weights_path))
+  try:
+    tensors = safetensors.numpy.load_file(str(weights_path))
+  except Exception as e:  # SafetensorError and friends name no file
+    raise ValueError(f"cannot read PEFT adapter weights {weights_path}: {type(e).__name__}: {e}") from None
   if PEFT_TENSOR not in tensors:
     raise ValueError(f"{weights_path} has no tensor {PEFT_TENSOR!r}; found "
                      f"{sorted(tensors)}")
@@ -235,13 +251,13 @@ def load_peft_adapter(directory: PathLike) -> np.ndarray:
         f"{weights_path}: {PEFT_TENSOR} has shape {tuple(tensor.shape)}, but "
         f"{PEFT_CONFIG_FILE} implies ({n * k}, {d}) (num_virtual_tokens={n} x "
         f"num_transformer_submodules={k}, token_dim={d})")
-  return _as_prompt(tensor[:n], weights_path)
+  return _loaded(tensor[:n], weights_path, allow_nonfinite)
 
 
 # ----- T5X checkpoint -----
 
 def load_t5x_prompt(path: PathLike, variable: str = PROMPT_VARIABLE,
-                    expected_shape: Sequence[int] | None = None) -> np.ndarray:
+                    expected_shape: Sequence[int] | None = None, *, allow_nonfinite: bool = False) -> np.ndarray:
   """Reads `variable` (e.g. 'encoder/prompt/prompt/prompt') from a T5X checkpoint.
 
   `path` is a `checkpoint_<step>` directory, the `checkpoint` file inside it, or a
@@ -249,7 +265,8 @@ def load_t5x_prompt(path: PathLike, variable: str = PROMPT_VARIABLE,
   """
   from prompt_tuning_jax.checkpoints import t5x  # lazy: only T5X users pay for it
   path = Path(path)
-  array = _as_prompt(t5x.read_t5x_variable(str(path), variable), f"{path} [{variable}]")
+  array = _loaded(t5x.read_t5x_variable(str(path), variable, allow_nonfinite=allow_nonfinite), f"{path} [{variable}]",
+                  allow_nonfinite)
   return check_shape(array, expected_shape, f"{path} [{variable}]")
 
 
@@ -290,18 +307,19 @@ def detect_format(path: PathLike) -> str:
 
 
 def load_prompt(path: PathLike, expected_shape: Sequence[int] | None = None, *,
-                t5x_variable: str = PROMPT_VARIABLE) -> np.ndarray:
+                t5x_variable: str = PROMPT_VARIABLE, allow_nonfinite: bool = False) -> np.ndarray:
   """Loads a prompt float32 `[P, d]` from any supported format (see `detect_format`).
 
   Raises ValueError naming the file and both shapes when `expected_shape` is
-  given and does not match.
+  given and does not match, and naming the file when the prompt holds NaN/Inf
+  (unless `allow_nonfinite`).
   """
   kind = detect_format(path)
   if kind == "peft":
-    return check_shape(load_peft_adapter(path), expected_shape, path)
+    return check_shape(load_peft_adapter(path, allow_nonfinite=allow_nonfinite), expected_shape, path)
   if kind == "t5x":
-    return load_t5x_prompt(path, t5x_variable, expected_shape)
-  return check_shape(load_numpy_checkpoint(path), expected_shape, path)
+    return load_t5x_prompt(path, t5x_variable, expected_shape, allow_nonfinite=allow_nonfinite)
+  return check_shape(load_numpy_checkpoint(path, allow_nonfinite=allow_nonfinite), expected_shape, path)
 
 
 # ----- model card -----

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from typing import Any, Callable
@@ -25,6 +26,10 @@ from prompt_tuning_jax.trainer import metric_writer, optim
 from prompt_tuning_jax.trainer import step as step_lib
 
 Evaluator = Callable[[Any, int], dict[str, float]]  # (full params, step) -> metrics
+
+
+class NonFiniteError(FloatingPointError):
+  """The loss or gradient norm of a step was NaN or Inf; the run stopped unsaved."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +65,13 @@ class TrainConfig:
   evaluator: Callable[["TrainConfig", Any], Evaluator] | None = None  # built once, called per eval
   seed: int = 0
   progress_bar: bool = True
+  # A NaN/Inf loss or gradient norm: "stop" (raise NonFiniteError, keep the last good
+  # checkpoint, save nothing) or "skip" (drop that update, record it, go on).
+  on_nonfinite: str = "stop"
 
   def __post_init__(self):
+    if self.on_nonfinite not in ("stop", "skip"):
+      raise ValueError(f"TrainConfig.on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
     for name in ("train_steps", "eval_period", "checkpoint_period", "keep_checkpoints", "log_period"):
       if getattr(self, name) <= 0:
         raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
@@ -158,11 +168,16 @@ def _split_like(tree: Any, cfg: TrainConfig) -> tuple[Any, Any]:
   return optim.split_params(tree, cfg.optim.trainable_patterns)
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-  """Train the trainable subtree of `cfg` to `train_steps`, resuming from MODEL_DIR."""
-  os.makedirs(cfg.model_dir, exist_ok=True)
+def train(cfg: TrainConfig, on_ready: Callable[[], None] | None = None) -> TrainResult:
+  """Train the trainable subtree of `cfg` to `train_steps`, resuming from MODEL_DIR.
+
+  Nothing is written under MODEL_DIR until the backbone has loaded and the resume checks
+  have passed; `on_ready` (e.g. writing config.gin) runs at that point."""
   run = _Run(cfg)
   run.resume()
+  os.makedirs(cfg.model_dir, exist_ok=True)
+  if on_ready is not None:
+    on_ready()
   start = int(run.state.step)
   writer = metric_writer.MetricsWriter(cfg.model_dir, enabled=distributed.is_primary())
   layout = sharding.data_layout(cfg.data.batch_size, run.mesh)
@@ -180,6 +195,7 @@ def train(cfg: TrainConfig) -> TrainResult:
       batch = sharding.make_global_batch(next(batches), run.mesh, cfg.data.batch_size)
       run.state, step_metrics = run.train_step(run.state, run.frozen, batch)
       step, steps_since = int(run.state.step), steps_since + 1
+      _guard_nonfinite(cfg, step, step_metrics, writer)
       bar.update(1)
       if step % cfg.log_period == 0 or step == cfg.train_steps:
         host = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
@@ -201,6 +217,25 @@ def train(cfg: TrainConfig) -> TrainResult:
   writer.close()
   return TrainResult(step=int(run.state.step), trainable=trainable, best=run.meta["best"],
                      history=run.meta["history"], stopped_early=stopped_early)
+
+
+def _guard_nonfinite(cfg: TrainConfig, step: int, step_metrics: dict, writer: "metric_writer.MetricsWriter") -> None:
+  """Per step: one device bool, fetched where the loop already syncs on the step count.
+  The step itself dropped a non-finite update; here we record it and stop (or go on)."""
+  if bool(step_metrics["all_finite"]):
+    return
+  host = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+  bad = [k for k in ("loss", "grad_norm") if not np.isfinite(host[k])]
+  if cfg.on_nonfinite == "stop" or not (step % cfg.log_period == 0 or step == cfg.train_steps):
+    writer.write(step, host, prefix="train")  # else the loop's own log line records it
+  where = f"step {step}: {' and '.join(f'{k}={host[k]}' for k in bad)}"
+  if cfg.on_nonfinite == "skip":
+    logging.warning("%s is not finite; update skipped (TrainConfig.on_nonfinite='skip')", where)
+    return
+  writer.close()
+  raise NonFiniteError(f"training stopped at {where} is not finite. Nothing was saved for this step; the last "
+                       f"good checkpoint in {os.path.join(cfg.model_dir, 'train_state')} is kept. Lower the "
+                       "learning rate, check the initial prompt and data, or set TrainConfig.on_nonfinite='skip'.")
 
 
 def _evaluate(run: _Run, step: int, writer: "metric_writer.MetricsWriter") -> bool:

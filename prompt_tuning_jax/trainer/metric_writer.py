@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Mapping
 
@@ -20,8 +21,13 @@ class MetricsWriter:
       return
     values = {f"{prefix}/{k}": float(v) for k, v in scalars.items()
               if isinstance(v, (int, float)) or getattr(v, "shape", None) == ()}
+    # Strict JSON: NaN/Inf become null, and the keys that were non-finite are listed.
+    record = {"step": step, **{k: v if math.isfinite(v) else None for k, v in values.items()}}
+    nonfinite = sorted(k for k, v in values.items() if not math.isfinite(v))
+    if nonfinite:
+      record[f"{prefix}/nonfinite"] = nonfinite
     with open(self.path, "a") as f:
-      f.write(json.dumps({"step": step, **values}) + "\n")
+      f.write(json.dumps(record, allow_nan=False) + "\n")
     if self._tb is not None:
       self._tb.write_scalars(step, values)
 

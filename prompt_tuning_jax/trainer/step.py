@@ -65,8 +65,14 @@ def train_step(state: TrainState, frozen: Any, batch: dict[str, Array], *, model
     grads, metrics = _accumulate(grad_fn, state.params, batch, dropout_rng, loss_config.num_microbatches)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = dict(metrics, grad_norm=optax.global_norm(grads), update_norm=optax.global_norm(updates),
-                 param_norm=optax.global_norm(params))
+  grad_norm = optax.global_norm(grads)
+  # A NaN/Inf loss or gradient never reaches the state: the update is dropped in-graph
+  # (no host round trip); the loop reads `all_finite` to stop or to record a skip.
+  finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+  params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                                   (params, opt_state), (state.params, state.opt_state))
+  metrics = dict(metrics, grad_norm=grad_norm, update_norm=optax.global_norm(updates),
+                 param_norm=optax.global_norm(params), all_finite=finite)
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 

@@ -61,7 +61,7 @@ def test_t5x_to_hf_names_shapes_and_config(tiny):
 
 def test_hf_round_trip_lossless_via_safetensors(tmp_path, tiny):
   out = hf.save_hf_checkpoint(str(tmp_path / "hf"), tiny, SIZES["tiny_inline"])
-  assert sorted(os.listdir(out)) == ["config.json", "model.safetensors"]
+  assert sorted(os.listdir(out)) == ["config.json", "model.safetensors", "model.safetensors.sha256.json"]
   assert sorted(os.listdir(tmp_path)) == ["hf"]  # no staging directory left
   params, cfg = hf.load_hf_checkpoint(out)
   assert cfg == SIZES["tiny_inline"]

@@ -189,7 +189,7 @@ def test_load_prompt_from_t5x_dir_uses_reader(tmp_path, monkeypatch):
   import prompt_tuning_jax.checkpoints as ckpt_pkg
   calls = []
   fake = types.ModuleType("prompt_tuning_jax.checkpoints.t5x")
-  fake.read_t5x_variable = lambda path, name: calls.append((path, name)) or np.ones((2, 3))
+  fake.read_t5x_variable = lambda path, name, **kw: calls.append((path, name)) or np.ones((2, 3))
   monkeypatch.setitem(sys.modules, "prompt_tuning_jax.checkpoints.t5x", fake)
   monkeypatch.setattr(ckpt_pkg, "t5x", fake, raising=False)
   ckpt_dir = tmp_path / "checkpoint_10"
