@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from typing import Any
 
 import jax
@@ -19,6 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
+from prompt_tuning_jax.checkpoints import fs
 from prompt_tuning_jax.config import T5Config
 
 
@@ -44,7 +44,7 @@ class TrainCheckpointer:
   """Save and resume a TrainState (+ JSON metadata) under `<model_dir>/train_state/`."""
 
   def __init__(self, model_dir: str, *, keep: int, fingerprint: dict[str, Any]):
-    self.directory = os.path.join(os.path.abspath(model_dir), "train_state")
+    self.directory = fs.join(fs.abspath(model_dir), "train_state")  # local or gs://
     self.fingerprint = fingerprint
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=False)
@@ -73,7 +73,7 @@ class TrainCheckpointer:
 
   def _check(self, meta: dict[str, Any], step: int) -> None:
     found = meta.get("fingerprint", {})
-    where = os.path.join(self.directory, str(step))
+    where = fs.join(self.directory, str(step))
     for key, expected in self.fingerprint.items():
       if found.get(key) != expected:
         raise CheckpointFingerprintError(
