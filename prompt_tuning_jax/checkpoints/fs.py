@@ -48,12 +48,11 @@ def is_remote(path: str) -> bool:
 
 
 def _check_scheme(path: str) -> None:
-  if is_remote(path) and not str(path).startswith("gs://"):
+  if is_remote(path) and not str(path).startswith(("gs://", "file://")):
     raise ValueError(f"unsupported location {path!r}: use a local path or gs://bucket/...")
 
 
 def _gcs():
-  _check_scheme("gs://")
   try:
     import gcsfs  # pylint: disable=g-import-not-at-top
   except ImportError as e:
@@ -63,7 +62,11 @@ def _gcs():
 
 
 def _remote(path: str):
+  """The fsspec filesystem of a URL: gcsfs for gs://, fsspec's local one for file:// (tests)."""
   _check_scheme(path)
+  if str(path).startswith("file://"):
+    import fsspec  # pylint: disable=g-import-not-at-top
+    return fsspec.filesystem("file")
   return _gcs()
 
 
@@ -104,7 +107,8 @@ def makedirs(path: Any, exist_ok: bool = True) -> None:
   """Local: os.makedirs. gs://: nothing to do (a folder is a name prefix)."""
   path = os.fspath(path)
   if is_remote(path):
-    _check_scheme(path)
+    if path.startswith("file://"):
+      _remote(path).makedirs(path, exist_ok=True)
   else:
     os.makedirs(path, exist_ok=exist_ok)
 
@@ -155,6 +159,7 @@ def atomic_write(path: Any, data: bytes | str) -> str:
   path = os.fspath(path)
   data = data.encode("utf-8") if isinstance(data, str) else data
   if is_remote(path):
+    makedirs(dirname(path))
     with _remote(path).open(path, "wb") as f:
       f.write(data)
     return path
