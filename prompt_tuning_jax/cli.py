@@ -160,9 +160,9 @@ def _find(gin_file: str, search: Sequence[str], what: str) -> str:
 
 
 def write_operative_config(directory: str) -> None:
-  os.makedirs(directory, exist_ok=True)
-  with open(os.path.join(directory, "config.gin"), "w") as f:
-    f.write(gin.operative_config_str())
+  """`directory/config.gin` (local or gs://)."""
+  from prompt_tuning_jax.checkpoints import fs  # pylint: disable=g-import-not-at-top
+  fs.atomic_write(fs.join(directory, "config.gin"), gin.operative_config_str())
 
 
 def override(cfg: Any, **flags: Any) -> Any:

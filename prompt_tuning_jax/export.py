@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Sequence
 
+from prompt_tuning_jax.checkpoints import fs
 from prompt_tuning_jax.prompt import files as prompt_files
 
 FORMATS = ("npy", "numpy_checkpoint", "peft", "card")
@@ -31,16 +31,16 @@ def export_prompt(prompt_path: str, output_dir: str, *, formats: Sequence[str] =
   prompt = prompt_files.load_prompt(prompt_path)
   out = {}
   if "npy" in formats:
-    out["npy"] = str(prompt_files.save_npy(os.path.join(output_dir, "prompt.npy"), prompt))
+    out["npy"] = str(prompt_files.save_npy(fs.join(output_dir, "prompt.npy"), prompt))
   if "numpy_checkpoint" in formats:
     out["numpy_checkpoint"] = str(prompt_files.save_numpy_checkpoint(output_dir, step, prompt))
   if "peft" in formats:
-    out["peft"] = str(prompt_files.save_peft_adapter(os.path.join(output_dir, "peft"), prompt,
+    out["peft"] = str(prompt_files.save_peft_adapter(fs.join(output_dir, "peft"), prompt,
                                                   base_model_name_or_path=base_model,
                                                   num_attention_heads=num_heads, num_layers=num_layers))
   if "card" in formats:
     out["card"] = str(prompt_files.write_model_card(
-        os.path.join(output_dir, "model_card.json"), backbone=base_model or "", task=task,
+        fs.join(output_dir, "model_card.json"), backbone=base_model or "", task=task,
         prompt_length=prompt.shape[0], init=init, steps=step, dev_metrics=metrics or {},
         extra={"token_dim": int(prompt.shape[1])}))
   return out
@@ -59,8 +59,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   args = parser.parse_args(argv)
   metrics = None
   if args.metrics:
-    with open(args.metrics) as f:
-      metrics = json.load(f)
+    metrics = json.loads(fs.read_text(args.metrics))
   paths = export_prompt(args.prompt, args.output_dir, formats=[f for f in args.formats.split(",") if f],
                         step=args.step, base_model=args.base_model, task=args.task, init=args.init,
                         metrics=metrics)

@@ -33,10 +33,14 @@ class PartitionConfig:
     left to `jax.experimental.mesh_utils`, which keeps the model axis on nearby chips.
   parameter_partitioning_dims: 1 shards params over 'model' only; 2 also shards their
     'embed' dimension over 'data' (T5X's 2-D parameter partitioning).
+  activation_partitioning_dims: 1 shards activations [batch, length, embed] over 'data'
+    only; 2 also shards their 'embed' over 'model' (T5X's 2-D activation partitioning).
+    As in T5X the same table maps params, so 'embed' then takes 'model' there too.
   """
   num_partitions: int = 1
   model_parallel_submesh: tuple[int, ...] | None = None
   parameter_partitioning_dims: int = 1
+  activation_partitioning_dims: int = 1
 
   def __post_init__(self):
     if not isinstance(self.num_partitions, int) or self.num_partitions < 1:
@@ -48,6 +52,9 @@ class PartitionConfig:
     if self.parameter_partitioning_dims not in (1, 2):
       raise ValueError("PartitionConfig.parameter_partitioning_dims must be 1 or 2, "
                        f"got {self.parameter_partitioning_dims!r}")
+    if self.activation_partitioning_dims not in (1, 2):
+      raise ValueError("PartitionConfig.activation_partitioning_dims must be 1 or 2, "
+                       f"got {self.activation_partitioning_dims!r}")
 
   @property
   def model_parallel_size(self) -> int:
@@ -57,22 +64,29 @@ class PartitionConfig:
 
   @property
   def rules(self) -> LogicalRules:
-    return standard_logical_axis_rules(self.parameter_partitioning_dims)
+    return standard_logical_axis_rules(self.parameter_partitioning_dims, self.activation_partitioning_dims)
 
 
-def standard_logical_axis_rules(parameter_partitioning_dims: int = 1) -> LogicalRules:
+def standard_logical_axis_rules(parameter_partitioning_dims: int = 1,
+                                activation_partitioning_dims: int = 1) -> LogicalRules:
   """Logical axis name -> mesh axis, in priority order (flax resolves first match).
 
   1-D: batch over 'data'; vocab, mlp, heads and joined_kv over 'model'; everything
   else replicated. 2-D adds embed -> 'data' *after* batch -> 'data', so activations
   [batch, length, embed] keep batch on 'data' (a mesh axis is used once per array)
   while params such as wi [embed, mlp] become sharded over both axes.
+  2-D activations (T5X's activation_partitioning_dims=2) put embed -> 'model' first, so
+  [batch, length, embed] is split over both axes (and params' embed over 'model').
   The prompt is always replicated, so every host can save it as one `.npy`.
   """
   if parameter_partitioning_dims not in (1, 2):
     raise ValueError(f"parameter_partitioning_dims must be 1 or 2, got {parameter_partitioning_dims!r}")
+  if activation_partitioning_dims not in (1, 2):
+    raise ValueError(f"activation_partitioning_dims must be 1 or 2, got {activation_partitioning_dims!r}")
   rules = [("batch", "data"), ("vocab", "model"), ("mlp", "model"), ("heads", "model"),
            ("joined_kv", "model"), ("kv", None)]
+  if activation_partitioning_dims == 2:
+    rules.append(("embed", "model"))
   rules.append(("embed", "data" if parameter_partitioning_dims == 2 else None))
   for replicated_name in ("embed", "length", "relpos_buckets", "prompt", "prompt_embed"):
     rules.append((replicated_name, None))

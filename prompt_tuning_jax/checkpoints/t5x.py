@@ -228,7 +228,7 @@ def _check_chunks(store: ts.TensorStore, location: str) -> None:
   sep = meta.get("dimension_separator", ".")
   grid = [-(-n // c) for n, c in zip(meta["shape"], meta["chunks"])]
   want = {sep.join(map(str, idx)) for idx in np.ndindex(*grid)} if grid else {"0"}
-  have = {k.decode() for k in ts.KvStore.open(fs.kvstore_spec(location)).result().list().result()}
+  have = set(fs.list_files(location))
   missing = sorted(want - have)
   if missing:
     raise CheckpointCorruptError(f"zarr array {location} is missing chunk files {missing[:5]} "

@@ -12,8 +12,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import shutil
 import threading
 import time
 from typing import Any
@@ -24,7 +22,7 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from prompt_tuning_jax import distributed
-from prompt_tuning_jax.checkpoints import checksums
+from prompt_tuning_jax.checkpoints import checksums, fs
 from prompt_tuning_jax.checkpoints.validation import CheckpointCorruptError
 from prompt_tuning_jax.config import T5Config
 
@@ -64,7 +62,7 @@ class TrainCheckpointer:
   """
 
   def __init__(self, model_dir: str, *, keep: int, fingerprint: dict[str, Any]):
-    self.directory = os.path.join(os.path.abspath(model_dir), "train_state")
+    self.directory = fs.join(fs.abspath(model_dir), "train_state")  # local or gs://
     self.fingerprint = fingerprint
     self._keep = keep
     self._remove_tmp()
@@ -110,7 +108,7 @@ class TrainCheckpointer:
       except CheckpointFingerprintError:
         raise
       except Exception as e:  # orbax raises KeyError, ValueError, JSONDecodeError, ... for damage
-        where = os.path.join(self.directory, str(candidate))
+        where = fs.join(self.directory, str(candidate))
         if step is not None:
           raise DamagedCheckpointError(f"training checkpoint {where} is damaged: {type(e).__name__}: {e}") from e
         damaged.append(where)
@@ -141,22 +139,22 @@ class TrainCheckpointer:
 
   def _move_aside(self, where: str) -> None:
     if distributed.is_primary():
-      os.rename(where, f"{where}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+      fs.rename(where, f"{where}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
     distributed.sync("train_state_move_aside")
     self._manager.reload()
 
   def _remove_tmp(self) -> None:
     """Drop `*.orbax-checkpoint-tmp*` folders an interrupted or failed save left behind."""
-    if not distributed.is_primary() or not os.path.isdir(self.directory):
+    if not distributed.is_primary() or not fs.isdir(self.directory):
       return
-    for name in os.listdir(self.directory):
+    for name in fs.listdir(self.directory):
       if _TMP_MARK in name:
-        logging.warning("removing %s, left by an interrupted checkpoint save", os.path.join(self.directory, name))
-        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+        logging.warning("removing %s, left by an interrupted checkpoint save", fs.join(self.directory, name))
+        fs.rmtree(fs.join(self.directory, name))
 
   def _check(self, meta: dict[str, Any], step: int) -> None:
     found = meta.get("fingerprint", {})
-    where = os.path.join(self.directory, str(step))
+    where = fs.join(self.directory, str(step))
     for key, expected in self.fingerprint.items():
       if found.get(key) != expected:
         raise CheckpointFingerprintError(

@@ -17,7 +17,6 @@ import functools
 import importlib
 import json
 import logging
-import os
 import re
 from typing import Any, Sequence
 
@@ -26,6 +25,7 @@ import numpy as np
 import seqio
 
 from prompt_tuning_jax import data
+from prompt_tuning_jax.checkpoints import fs
 from prompt_tuning_jax.evaluators.config import EvalConfig
 from prompt_tuning_jax.evaluators.predictor import (
   Outputs,
@@ -182,13 +182,10 @@ def prediction_records(task_data: TaskData, outputs: Outputs, preds: Sequence[An
 def write_results(output_dir: str, name: str, summary: dict, records: Sequence[dict],
                   step: int | None = None) -> tuple[str, str]:
   """`<name>[.step_<s>].metrics.json` and `.predictions.jsonl` under output_dir."""
-  os.makedirs(output_dir, exist_ok=True)
-  stem = os.path.join(output_dir, name if step is None else f"{name}.step_{step}")
-  with open(stem + ".metrics.json", "w") as f:
-    json.dump(summary, f, indent=2, sort_keys=True, default=_json_default)
-  with open(stem + ".predictions.jsonl", "w") as f:
-    for rec in records:
-      f.write(json.dumps(rec, sort_keys=True, default=_json_default) + "\n")
+  stem = fs.join(output_dir, name if step is None else f"{name}.step_{step}")  # local or gs://
+  fs.atomic_write(stem + ".metrics.json", json.dumps(summary, indent=2, sort_keys=True, default=_json_default))
+  fs.atomic_write(stem + ".predictions.jsonl",
+                  "".join(json.dumps(rec, sort_keys=True, default=_json_default) + "\n" for rec in records))
   return stem + ".metrics.json", stem + ".predictions.jsonl"
 
 

@@ -23,6 +23,7 @@ import time
 from typing import Callable, Sequence
 
 from prompt_tuning_jax import cli
+from prompt_tuning_jax.checkpoints import fs
 from prompt_tuning_jax.evaluators.superglue_metrics import TASK_METRICS
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -235,41 +236,17 @@ def train_steps(extra: Sequence[str]) -> int:
 
 # ------------------------------------------------------------------------ file system
 
-def absolute(path: str) -> str:
-  return path if "://" in path else os.path.abspath(path)
-
-
-def _join(*parts: str) -> str:
-  return "/".join([parts[0].rstrip("/")] + [p.strip("/") for p in parts[1:]])
-
-
-def exists(path: str) -> bool:
-  if "://" in path:
-    import tensorflow as tf  # GCS and other remote roots
-    return tf.io.gfile.exists(path)
-  return os.path.exists(path)
+absolute = fs.abspath
+_join = fs.join
+exists = fs.exists
 
 
 def read_text(path: str) -> str | None:
-  if not exists(path):
-    return None
-  if "://" in path:
-    import tensorflow as tf
-    with tf.io.gfile.GFile(path) as f:
-      return f.read()
-  with open(path) as f:
-    return f.read()
+  return fs.read_text(path) if fs.exists(path) else None
 
 
 def write_text(path: str, text: str) -> None:
-  if "://" in path:
-    import tensorflow as tf
-    with tf.io.gfile.GFile(path, "w") as f:
-      f.write(text)
-    return
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "w") as f:
-    f.write(text)
+  fs.atomic_write(path, text)
 
 
 def last_step(model_dir: str) -> int | None:

@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -24,6 +25,7 @@ import ml_dtypes  # also registers bfloat16 with numpy, for safetensors
 import numpy as np
 import safetensors.numpy
 
+from prompt_tuning_jax.checkpoints import fs
 from prompt_tuning_jax.prompt import NUMPY_PROMPT_FILE, PROMPT_VARIABLE
 
 NUMPY_CHECKPOINTS_DIR = "numpy_checkpoints"
@@ -36,6 +38,16 @@ T5X_CHECKPOINT_FILE = "checkpoint"
 _NPY_MAGIC = b"\x93NUMPY"
 
 PathLike = str | os.PathLike
+Location = Path | str  # a local Path, or a 'gs://...' string (pathlib would collapse its '//')
+
+
+def _loc(path: PathLike) -> Location:
+  path = os.fspath(path)
+  return path if fs.is_remote(path) else Path(path)
+
+
+def _join(*parts: PathLike) -> Location:
+  return _loc(fs.join(*parts))
 
 
 def check_shape(prompt: np.ndarray, expected_shape: Sequence[int] | None,
@@ -65,36 +77,29 @@ def _loaded(prompt: Any, source: PathLike, allow_nonfinite: bool) -> np.ndarray:
   return checksums.check_values("prompt", array, str(source), allow_nonfinite=allow_nonfinite)
 
 
-def _atomic_write(path: Path, write) -> Path:
-  """Writes through a temporary file in the same folder, then renames it."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      write(f)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-  return path
+def _atomic_write(path: PathLike, write) -> Location:
+  """`write(file)` into memory, then one atomic write (local rename or gs:// upload)."""
+  buffer = io.BytesIO()
+  write(buffer)
+  fs.atomic_write(os.fspath(path), buffer.getvalue())
+  return _loc(path)
 
 
 # ----- .npy -----
 
-def save_npy(path: PathLike, prompt: Any) -> Path:
+def save_npy(path: PathLike, prompt: Any) -> Location:
   """Writes `prompt` [P, d] as float32 `.npy` data to exactly `path` (no suffix added)."""
   array = _as_prompt(prompt, path)
-  return _atomic_write(Path(path), lambda f: np.save(f, array, allow_pickle=False))
+  return _atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
 def load_npy(path: PathLike, *, allow_nonfinite: bool = False) -> np.ndarray:
-  """Reads a `.npy`-format file (any file name) as float32 `[P, d]`."""
-  path = Path(path)
-  if not path.is_file():
+  """Reads a `.npy`-format file (any file name, local or gs://) as float32 `[P, d]`."""
+  path = _loc(path)
+  if not fs.isfile(path):
     raise FileNotFoundError(f"prompt file not found: {path}")
   try:
-    array = np.load(path, allow_pickle=False)
+    array = np.load(io.BytesIO(fs.read_bytes(path)), allow_pickle=False)
   except (ValueError, OSError, EOFError) as e:
     raise ValueError(f"{path} is not a readable .npy prompt file: {e}") from e
   return _loaded(array, path, allow_nonfinite)
@@ -102,23 +107,25 @@ def load_npy(path: PathLike, *, allow_nonfinite: bool = False) -> np.ndarray:
 
 # ----- original release layout: numpy_checkpoints/checkpoint_<step>/... -----
 
-def numpy_checkpoint_path(model_dir: PathLike, step: int) -> Path:
+def numpy_checkpoint_path(model_dir: PathLike, step: int) -> Location:
   """`model_dir/numpy_checkpoints/checkpoint_<step>/encoder.prompt.prompt.prompt`."""
-  return (Path(model_dir) / NUMPY_CHECKPOINTS_DIR / f"checkpoint_{int(step)}" /
-          NUMPY_PROMPT_FILE)
+  return _join(model_dir, NUMPY_CHECKPOINTS_DIR, f"checkpoint_{int(step)}", NUMPY_PROMPT_FILE)
 
 
-def save_numpy_checkpoint(model_dir: PathLike, step: int, prompt: Any) -> Path:
+def save_numpy_checkpoint(model_dir: PathLike, step: int, prompt: Any) -> Location:
   """Saves the prompt where the original prompt-tuning code put it; returns the file.
 
   As in the original, the folder is first written under a temporary name and then
   renamed, so a reader never sees a half-written checkpoint. An existing file for
-  the same step is replaced.
+  the same step is replaced. On gs:// the folder is a name prefix and the one object
+  appears whole, so it is written in place.
   """
   if int(step) < 0:
     raise ValueError(f"step must be >= 0, got {step}")
   target = numpy_checkpoint_path(model_dir, step)
   array = _as_prompt(prompt, target)
+  if isinstance(target, str):
+    return save_npy(target, array)
   tmp_dir = target.parent.with_name(f"{target.parent.name}.tmp-{time.time_ns()}")
   tmp_dir.mkdir(parents=True)
   save_npy(tmp_dir / NUMPY_PROMPT_FILE, array)
@@ -132,9 +139,8 @@ def save_numpy_checkpoint(model_dir: PathLike, step: int, prompt: Any) -> Path:
 
 def load_numpy_checkpoint(path: PathLike, *, allow_nonfinite: bool = False) -> np.ndarray:
   """Reads a numpy-checkpoint prompt: the file itself or its `checkpoint_<step>` dir."""
-  path = Path(path)
-  if path.is_dir():
-    path = path / NUMPY_PROMPT_FILE
+  if fs.isdir(path):
+    path = fs.join(path, NUMPY_PROMPT_FILE)
   return load_npy(path, allow_nonfinite=allow_nonfinite)
 
 
@@ -175,7 +181,7 @@ def save_peft_adapter(directory: PathLike, prompt: Any, *,
                       num_attention_heads: int | None = None,
                       num_layers: int | None = None,
                       task_type: str = "SEQ_2_SEQ_LM",
-                      tokenizer_name_or_path: str | None = None) -> Path:
+                      tokenizer_name_or_path: str | None = None) -> Location:
   """Writes a PEFT prompt-tuning adapter that `PeftModel.from_pretrained` loads.
 
   `prompt_embeddings` is `[N * num_transformer_submodules, d]` float32: the prompt
@@ -183,7 +189,7 @@ def save_peft_adapter(directory: PathLike, prompt: Any, *,
   `num_attention_heads` / `num_layers` from the backbone's config (T5: num_heads,
   num_decoder_layers); PEFT records them but prompt tuning does not use them.
   """
-  directory = Path(directory)
+  directory = _loc(directory)
   array = _as_prompt(prompt, directory)
   if num_transformer_submodules not in (1, 2):
     raise ValueError("num_transformer_submodules must be 1 or 2, got "
@@ -196,18 +202,18 @@ def save_peft_adapter(directory: PathLike, prompt: Any, *,
       task_type=task_type, tokenizer_name_or_path=tokenizer_name_or_path)
   tensor = np.ascontiguousarray(np.tile(array, (num_transformer_submodules, 1)))
   blob = safetensors.numpy.save({PEFT_TENSOR: tensor}, metadata={"format": "pt"})
-  _atomic_write(directory / PEFT_WEIGHTS_FILE, lambda f: f.write(blob))
+  _atomic_write(fs.join(directory, PEFT_WEIGHTS_FILE), lambda f: f.write(blob))
   text = json.dumps(config, indent=2, sort_keys=True) + "\n"
-  _atomic_write(directory / PEFT_CONFIG_FILE, lambda f: f.write(text.encode()))
+  _atomic_write(fs.join(directory, PEFT_CONFIG_FILE), lambda f: f.write(text.encode()))
   return directory
 
 
-def _read_peft_config(directory: Path) -> dict[str, Any]:
-  config_path = directory / PEFT_CONFIG_FILE
-  if not config_path.is_file():
+def _read_peft_config(directory: Location) -> dict[str, Any]:
+  config_path = _join(directory, PEFT_CONFIG_FILE)
+  if not fs.isfile(config_path):
     raise FileNotFoundError(f"PEFT adapter config not found: {config_path}")
   try:
-    config = json.loads(config_path.read_bytes().decode("utf-8"))
+    config = json.loads(fs.read_bytes(config_path).decode("utf-8"))
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ValueError(f"{config_path} is not valid JSON: {e}") from e
   if not isinstance(config, dict):
@@ -225,19 +231,29 @@ def _read_peft_config(directory: Path) -> dict[str, Any]:
   return config
 
 
+def _load_safetensors(path: Location) -> dict[str, np.ndarray]:
+  """safetensors' file reader (it knows bfloat16; its bytes reader does not), gs:// via a local copy."""
+  if not fs.is_remote(path):
+    return safetensors.numpy.load_file(str(path))
+  with tempfile.NamedTemporaryFile(suffix=".safetensors") as tmp:
+    tmp.write(fs.read_bytes(path))
+    tmp.flush()
+    return safetensors.numpy.load_file(tmp.name)
+
+
 def load_peft_adapter(directory: PathLike, *, allow_nonfinite: bool = False) -> np.ndarray:
   """Reads the first `num_virtual_tokens` rows of a PEFT prompt-tuning adapter.
 
   Returns float32 `[N, d]`. The stored tensor must be
   `[N * num_transformer_submodules, d]` as `adapter_config.json` says.
   """
-  directory = Path(directory)
+  directory = _loc(directory)
   config = _read_peft_config(directory)
-  weights_path = directory / PEFT_WEIGHTS_FILE
-  if not weights_path.is_file():
+  weights_path = _join(directory, PEFT_WEIGHTS_FILE)
+  if not fs.isfile(weights_path):
     raise FileNotFoundError(f"PEFT adapter weights not found: {weights_path}")
   try:
-    tensors = safetensors.numpy.load_file(str(weights_path))
+    tensors = _load_safetensors(weights_path)
   except Exception as e:  # SafetensorError and friends name no file
     raise ValueError(f"cannot read PEFT adapter weights {weights_path}: {type(e).__name__}: {e}") from None
   if PEFT_TENSOR not in tensors:
@@ -264,9 +280,9 @@ def load_t5x_prompt(path: PathLike, variable: str = PROMPT_VARIABLE,
   single-file (all arrays inline) checkpoint.
   """
   from prompt_tuning_jax.checkpoints import t5x  # lazy: only T5X users pay for it
-  path = Path(path)
-  array = _loaded(t5x.read_t5x_variable(str(path), variable, allow_nonfinite=allow_nonfinite), f"{path} [{variable}]",
-                  allow_nonfinite)
+  path = _loc(path)
+  array = _loaded(t5x.read_t5x_variable(os.fspath(path), variable, allow_nonfinite=allow_nonfinite),
+                  f"{path} [{variable}]", allow_nonfinite)
   return check_shape(array, expected_shape, f"{path} [{variable}]")
 
 
@@ -279,26 +295,26 @@ def detect_format(path: PathLike) -> str:
   `numpy_checkpoints/checkpoint_<step>` folder (it holds one such file). 't5x'
   covers a checkpoint folder, its `checkpoint` file and single-file checkpoints.
   """
-  path = Path(path)
-  if path.is_dir():
-    if (path / PEFT_CONFIG_FILE).is_file():
+  path = _loc(path)
+  if fs.isdir(path):
+    if fs.isfile(fs.join(path, PEFT_CONFIG_FILE)):
       return "peft"
-    if (path / T5X_CHECKPOINT_FILE).is_file():
+    if fs.isfile(fs.join(path, T5X_CHECKPOINT_FILE)):
       return "t5x"
-    if (path / NUMPY_PROMPT_FILE).is_file():
+    if fs.isfile(fs.join(path, NUMPY_PROMPT_FILE)):
       return "npy"
     raise ValueError(
         f"cannot tell the prompt format of folder {path}: expected {PEFT_CONFIG_FILE} "
         f"(PEFT adapter), {T5X_CHECKPOINT_FILE} (T5X checkpoint) or "
         f"{NUMPY_PROMPT_FILE} (numpy checkpoint) inside it")
-  if not path.is_file():
+  if not fs.isfile(path):
     raise FileNotFoundError(f"prompt path not found: {path}")
-  with open(path, "rb") as f:
+  with fs.open(path, "rb") as f:
     head = f.read(len(_NPY_MAGIC))
   if head == _NPY_MAGIC:
     return "npy"
   # A T5X msgpack file starts with a map header: fixmap 0x80-0x8f, map16/32.
-  if path.name == T5X_CHECKPOINT_FILE or (head and (0x80 <= head[0] <= 0x8f or
+  if os.fspath(path).rstrip("/").rsplit("/", 1)[-1] == T5X_CHECKPOINT_FILE or (head and (0x80 <= head[0] <= 0x8f or
                                                      head[0] in (0xde, 0xdf))):
     return "t5x"
   raise ValueError(f"{path} is neither a .npy-format file nor a T5X msgpack "
@@ -342,7 +358,7 @@ def _jsonable(value: Any, key: str) -> Any:
 def write_model_card(path: PathLike, *, backbone: str, task: str,
                      prompt_length: int, init: str, steps: int,
                      dev_metrics: Mapping[str, Any],
-                     extra: Mapping[str, Any] | None = None) -> Path:
+                     extra: Mapping[str, Any] | None = None) -> Location:
   """Writes a small JSON card describing how a prompt was trained.
 
   `extra` keys are added at the top level and may not shadow the fixed ones.
@@ -355,4 +371,4 @@ def write_model_card(path: PathLike, *, backbone: str, task: str,
       raise ValueError(f"model card extra key {key!r} clashes with a fixed field")
     card[key] = value
   text = json.dumps(_jsonable(card, "card"), indent=2, sort_keys=True) + "\n"
-  return _atomic_write(Path(path), lambda f: f.write(text.encode()))
+  return _atomic_write(path, lambda f: f.write(text.encode()))

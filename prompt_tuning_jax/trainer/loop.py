@@ -8,21 +8,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from typing import Any, Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
 
 from prompt_tuning_jax import data, distributed, sharding
-from prompt_tuning_jax.checkpoints import backbone, train_state
+from prompt_tuning_jax.checkpoints import backbone, fs, train_state
 from prompt_tuning_jax.config import T5Config
 from prompt_tuning_jax.prompt import PROMPT_PATTERN, initializers, wrapper
 from prompt_tuning_jax.prompt import files as prompt_files
-from prompt_tuning_jax.trainer import metric_writer, optim
+from prompt_tuning_jax.trainer import metric_writer, optim, preemption
 from prompt_tuning_jax.trainer import step as step_lib
 
 Evaluator = Callable[[Any, int], dict[str, float]]  # (full params, step) -> metrics
@@ -86,6 +86,7 @@ class TrainResult:
   best: dict[str, Any] | None
   history: list[dict[str, float]]
   stopped_early: bool
+  preempted: bool = False  # SIGTERM: checkpoint saved, nothing exported; rerun to resume
 
 
 def _initial_full_params(cfg: TrainConfig, frozen: dict, rng: jax.Array) -> dict:
@@ -175,7 +176,7 @@ def train(cfg: TrainConfig, on_ready: Callable[[], None] | None = None) -> Train
   have passed; `on_ready` (e.g. writing config.gin) runs at that point."""
   run = _Run(cfg)
   run.resume()
-  os.makedirs(cfg.model_dir, exist_ok=True)
+  fs.makedirs(cfg.model_dir)
   if on_ready is not None:
     on_ready()
   start = int(run.state.step)
@@ -184,10 +185,11 @@ def train(cfg: TrainConfig, on_ready: Callable[[], None] | None = None) -> Train
   batches = data.train_batches(cfg.data, skip_batches=start, shard_id=layout.shard_id,
                                num_shards=layout.num_shards,
                                prompt_slots=cfg.prompt.length if cfg.prompt is not None else 0)
-  stopped_early = False
+  stopped_early = preempted = False
   bar = tqdm.tqdm(total=cfg.train_steps, initial=start, disable=not (cfg.progress_bar and distributed.is_primary()),
                   unit="step", dynamic_ncols=True)
-  with jax.set_mesh(run.mesh):
+  # The rules make the model's activation constraints real while the step is traced.
+  with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules), preemption.PreemptionWatch() as watch:
     if run.evaluate is not None and start == 0:  # the initial prompt's score: step 0 of the curve
       _evaluate(run, 0, writer)
     t0, steps_since = time.time(), 0
@@ -207,10 +209,21 @@ def train(cfg: TrainConfig, on_ready: Callable[[], None] | None = None) -> Train
         t0, steps_since = time.time(), 0
       if run.evaluate is not None and (step % cfg.eval_period == 0 or step == cfg.train_steps):
         stopped_early = _evaluate(run, step, writer)
-      if step % cfg.checkpoint_period == 0 or step == cfg.train_steps or stopped_early:
+      preempted = watch.should_stop(step)
+      if step % cfg.checkpoint_period == 0 or step == cfg.train_steps or stopped_early or preempted:
         run.save()
+        writer.flush()
+      if preempted:
+        break
   bar.close()
   trainable = jax.device_get(run.state.params)
+  if preempted:
+    if distributed.is_primary():
+      print(f"preempted (SIGTERM): checkpoint saved at step {int(run.state.step)} in "
+            f"{run.checkpointer.directory}; rerun the same command to resume", flush=True)
+    writer.close()
+    return TrainResult(step=int(run.state.step), trainable=trainable, best=run.meta["best"],
+                       history=run.meta["history"], stopped_early=False, preempted=True)
   if distributed.is_primary():
     _export(cfg, run, trainable)
   distributed.sync("train_done")
@@ -234,7 +247,7 @@ def _guard_nonfinite(cfg: TrainConfig, step: int, step_metrics: dict, writer: "m
     return
   writer.close()
   raise NonFiniteError(f"training stopped at {where} is not finite. Nothing was saved for this step; the last "
-                       f"good checkpoint in {os.path.join(cfg.model_dir, 'train_state')} is kept. Lower the "
+                       f"good checkpoint in {fs.join(cfg.model_dir, 'train_state')} is kept. Lower the "
                        "learning rate, check the initial prompt and data, or set TrainConfig.on_nonfinite='skip'.")
 
 
@@ -256,10 +269,9 @@ def _evaluate(run: _Run, step: int, writer: "metric_writer.MetricsWriter") -> bo
     run.meta["best"] = {"step": step, "metric": es.metric, "value": value}
     run.meta["evals_without_improvement"] = 0
     if cfg.prompt is not None and distributed.is_primary():
-      prompt_files.save_npy(os.path.join(cfg.model_dir, "best", "prompt.npy"),
-                         np.asarray(jax.device_get(wrapper.get_prompt(run.state.params))))
-      with open(os.path.join(cfg.model_dir, "best", "best.json"), "w") as f:
-        json.dump(run.meta["best"], f)
+      prompt_files.save_npy(fs.join(cfg.model_dir, "best", "prompt.npy"),
+                            np.asarray(jax.device_get(wrapper.get_prompt(run.state.params))))
+      fs.atomic_write(fs.join(cfg.model_dir, "best", "best.json"), json.dumps(run.meta["best"]))
   else:
     run.meta["evals_without_improvement"] += 1
   return es.patience is not None and run.meta["evals_without_improvement"] >= es.patience
@@ -271,5 +283,5 @@ def _export(cfg: TrainConfig, run: _Run, trainable: Any) -> None:
     return
   prompt = np.asarray(wrapper.get_prompt(trainable))
   step = int(run.state.step) + run.checkpoint_step
-  prompt_files.save_npy(os.path.join(cfg.model_dir, "prompt.npy"), prompt)
+  prompt_files.save_npy(fs.join(cfg.model_dir, "prompt.npy"), prompt)
   prompt_files.save_numpy_checkpoint(cfg.model_dir, step, prompt)

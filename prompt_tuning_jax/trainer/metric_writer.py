@@ -1,20 +1,39 @@
-"""Scalars to `<model_dir>/metrics.jsonl` and TensorBoard, written by the primary host only."""
+"""Scalars to `<model_dir>/metrics.jsonl` and TensorBoard, written by the primary host only.
+
+Local runs append a line per write. Cloud Storage has no append, so for gs:// the lines
+are kept and the whole file is rewritten at `flush` (each checkpoint save, at most every
+`remote_flush_s` otherwise, and on close); TensorBoard events are written to a local
+staging folder by TensorFlow and uploaded at the same moments (TF's GFile cannot reach a
+storage emulator, and one filesystem layer handles every gs:// byte).
+"""
 from __future__ import annotations
 
 import json
 import math
-import os
+import shutil
+import tempfile
+import time
 from typing import Mapping
+
+from prompt_tuning_jax.checkpoints import fs
 
 
 class MetricsWriter:
-  def __init__(self, model_dir: str, *, enabled: bool = True, tensorboard: bool = True):
+  def __init__(self, model_dir: str, *, enabled: bool = True, tensorboard: bool = True,
+               remote_flush_s: float = 30.0):
     self.enabled = enabled
-    self.path = os.path.join(model_dir, "metrics.jsonl")
-    self._tb = None
+    self.path = fs.join(model_dir, "metrics.jsonl")
+    self._remote = fs.is_remote(model_dir)
+    self._tb_dir = fs.join(model_dir, "tensorboard")
+    self._lines: list[str] = []
+    self._flush_s, self._flushed_at = remote_flush_s, time.time()
+    self._tb, self._staging = None, None
+    if enabled and self._remote and fs.exists(self.path):  # a resumed run keeps its history
+      self._lines = fs.read_text(self.path).splitlines(keepends=True)
     if enabled and tensorboard:
       from clu import metric_writers  # TensorFlow summary writer underneath
-      self._tb = metric_writers.SummaryWriter(os.path.join(model_dir, "tensorboard"))
+      self._staging = tempfile.mkdtemp(prefix="ptj-tb-") if self._remote else None
+      self._tb = metric_writers.SummaryWriter(self._staging or self._tb_dir)
 
   def write(self, step: int, scalars: Mapping[str, float], *, prefix: str) -> None:
     if not self.enabled:
@@ -26,12 +45,33 @@ class MetricsWriter:
     nonfinite = sorted(k for k, v in values.items() if not math.isfinite(v))
     if nonfinite:
       record[f"{prefix}/nonfinite"] = nonfinite
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record, allow_nan=False) + "\n")
+    line = json.dumps(record, allow_nan=False) + "\n"
+    if self._remote:
+      self._lines.append(line)
+    else:
+      with open(self.path, "a") as f:
+        f.write(line)
     if self._tb is not None:
       self._tb.write_scalars(step, values)
+    if self._remote and time.time() - self._flushed_at >= self._flush_s:
+      self.flush()
 
-  def close(self) -> None:
+  def flush(self) -> None:
+    """Make everything written so far visible under MODEL_DIR."""
+    if not self.enabled:
+      return
     if self._tb is not None:
       self._tb.flush()
+    if self._remote:
+      fs.atomic_write(self.path, "".join(self._lines))
+      if self._staging is not None:
+        fs.upload_tree(self._staging, self._tb_dir)
+      self._flushed_at = time.time()
+
+  def close(self) -> None:
+    self.flush()
+    if self._tb is not None:
       self._tb.close()
+      if self._staging is not None:
+        fs.upload_tree(self._staging, self._tb_dir)
+        shutil.rmtree(self._staging, ignore_errors=True)

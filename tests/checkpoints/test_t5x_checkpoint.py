@@ -304,7 +304,7 @@ def test_cast_on_read(zarr_dir):
 
 
 def test_remote_code_path_via_file_url(tmp_path, zarr_dir):
-  """URLs go through tf.io.gfile (as gs:// would); file:// exercises that path offline."""
+  """URLs go through the fs layer's remote branch (as gs:// does); file:// exercises it offline."""
   url = "file://" + zarr_dir
   _assert_bit_identical(t5x.read_t5x_checkpoint(url).params, t5x.read_t5x_checkpoint(zarr_dir).params)
   params = {"a": {"kernel": np.arange(600, dtype=np.float32).reshape(20, 30)}, "b": np.ones(3, np.float32)}
