@@ -66,6 +66,6 @@ def load_frozen(path: str, cfg: T5Config, *, shardings: Any = None) -> tuple[dic
 def _check_same_config(cfg: T5Config, found: T5Config, path: str) -> None:
   diffs = [f"{f.name}: run has {getattr(cfg, f.name)!r}, checkpoint has {getattr(found, f.name)!r}"
            for f in dataclasses.fields(T5Config)
-           if f.name not in ("dtype", "dropout_rate") and getattr(cfg, f.name) != getattr(found, f.name)]
+           if f.name not in ("dtype", "dropout_rate", "remat_policy", "weight_dtype") and getattr(cfg, f.name) != getattr(found, f.name)]
   if diffs:
     raise validation.CheckpointMismatchError(f"{path}/config.json does not match T5Config:\n  " + "\n  ".join(diffs))
