@@ -34,22 +34,27 @@ def detect_format(path: str) -> str:
 
 
 def load_frozen(path: str, cfg: T5Config, *, shardings: Any = None) -> tuple[dict, int]:
-  """-> (params placed with `shardings` or on the default device, checkpoint step)."""
+  """-> (params placed with `shardings` or on the default device, checkpoint step).
+
+  Weights are stored as `cfg.weight_dtype`; T5X checkpoints are cast slice by slice as
+  each host reads its shards, so no host ever holds the float32 tree.
+  """
   if not path:
     raise ValueError("INITIAL_CHECKPOINT_PATH is empty: name a T5X checkpoint, a Hugging Face "
                      "T5 directory or 'random:<seed>'")
   kind = detect_format(path)
   want = validation.param_shapes(cfg)
+  dtype = np.dtype(jax.numpy.dtype(cfg.weight_dtype))  # T5Config.weight_dtype: each shard is cast as read
   if kind == "random":
     seed = int(path[len(RANDOM_PREFIX):] or 0)
-    init = functools.partial(t5.init_params, cfg)
+    init = lambda rng: jax.tree.map(lambda x: x.astype(dtype), t5.init_params(cfg, rng))  # cast inside jit
     fn = jax.jit(init, out_shardings=shardings) if shardings is not None else jax.jit(init)
     return fn(jax.random.PRNGKey(seed)), 0
   if kind == "hf":
     params, hf_cfg = hf.load_hf_checkpoint(path)
     _check_same_config(cfg, hf_cfg, path)
     validation.validate_params(params, want, source=path)
-    params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+    params = jax.tree.map(lambda x: np.asarray(x, dtype), params)
     return (jax.device_put(params, shardings) if shardings is not None else jax.device_put(params)), 0
   index = t5x.open_t5x_checkpoint(path)
   validation.validate_params(t5x.read_t5x_shapes(path), want, source=path)
@@ -59,7 +64,7 @@ def load_frozen(path: str, cfg: T5Config, *, shardings: Any = None) -> tuple[dic
   flat_sh = traverse_util.flatten_dict(shardings, sep="/")
   flat_want = traverse_util.flatten_dict(want, sep="/")
   params = sharding.load_params_sharded(functools.partial(t5x.read_t5x_array, path), flat_want, flat_sh,
-                                        dtypes={k: np.float32 for k in flat_want})
+                                        dtypes={k: dtype for k in flat_want})
   return traverse_util.unflatten_dict(params, sep="/"), int(index.step)
 
 

@@ -115,6 +115,7 @@ class _Run:
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
     full = _initial_full_params(cfg, self.frozen, init_rng)
     trainable, frozen = optim.split_params(full, cfg.optim.trainable_patterns)
+    trainable = jax.tree.map(lambda x: x.astype(jnp.float32), trainable)  # even with bfloat16 weight storage
     self.frozen = frozen
     optim_cfg = cfg.optim
     if optim_cfg.step_offset == 0 and self.checkpoint_step:
