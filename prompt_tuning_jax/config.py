@@ -12,6 +12,8 @@ from typing import Any
 import jax.numpy as jnp
 
 _ACTIVATIONS = ("gelu", "relu", "linear")
+REMAT_POLICIES = ("none", "full", "dots")
+WEIGHT_DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +38,12 @@ class T5Config:
   relative_attention_num_buckets: int = 32
   relative_attention_max_distance: int = 128
   layer_norm_epsilon: float = 1e-6
+  # Backprop memory of each encoder/decoder layer: 'none' keeps every residual, 'full'
+  # only the layer input (recomputes the rest), 'dots' the input and matmul outputs.
+  remat_policy: str = "none"
+  # Storage dtype of the frozen weights: 'float32' (the paper) or 'bfloat16' (half the
+  # memory; every matmul already runs in `dtype`). Trainable params stay float32.
+  weight_dtype: str = "float32"
 
   def __post_init__(self):
     validate_t5_config(self)
@@ -61,6 +69,10 @@ def validate_t5_config(cfg: T5Config) -> None:
   bad = [a for a in cfg.mlp_activations if a not in _ACTIVATIONS]
   if not cfg.mlp_activations or bad:
     raise ValueError(f"T5Config.mlp_activations={cfg.mlp_activations!r}: each must be one of {_ACTIVATIONS}")
+  if cfg.remat_policy not in REMAT_POLICIES:
+    raise ValueError(f"T5Config.remat_policy must be one of {REMAT_POLICIES}, got {cfg.remat_policy!r}")
+  if cfg.weight_dtype not in WEIGHT_DTYPES:
+    raise ValueError(f"T5Config.weight_dtype must be one of {WEIGHT_DTYPES}, got {cfg.weight_dtype!r}")
   if cfg.dtype not in ("float32", "bfloat16", "float16"):
     raise ValueError(f"T5Config.dtype must be float32, bfloat16 or float16, got {cfg.dtype!r}")
 

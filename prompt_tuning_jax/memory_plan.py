@@ -23,7 +23,7 @@ import numpy as np
 from flax import traverse_util
 
 from prompt_tuning_jax import sharding
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.config import REMAT_POLICIES, T5Config
 from prompt_tuning_jax.model import t5
 from prompt_tuning_jax.prompt import PROMPT_PATTERN, PROMPT_VARIABLE
 
@@ -93,10 +93,18 @@ class RunShape:
   param_dtype: str = "float32"
   dropout_rate: float = 0.0
   momentum: bool = False  # Adafactor first moment (off in the paper / T5X default)
-  remat: bool = False  # recompute each layer in backprop (jax.checkpoint per layer)
+  remat: bool | str = False  # T5Config.remat_policy: 'none' | 'full' | 'dots' (True = 'full')
   fused: bool = True  # plan with the fused (TPU/GPU) activation estimate, else JAX's raw residuals
+  num_microbatches: int = 1  # LossConfig.num_microbatches: activations of one piece at a time
 
   def __post_init__(self):
+    policy = {True: "full", False: "none"}.get(self.remat, self.remat)
+    if policy not in REMAT_POLICIES:
+      raise ValueError(f"--remat must be one of {REMAT_POLICIES}, got {self.remat!r}")
+    object.__setattr__(self, "remat", policy)
+    if self.num_microbatches < 1 or self.batch_size % self.num_microbatches:
+      raise ValueError(f"--num_microbatches {self.num_microbatches} must be >= 1 and divide --batch_size "
+                       f"{self.batch_size}")
     if self.mode not in ("prompt", "model"):
       raise ValueError(f"--mode must be 'prompt' or 'model', got {self.mode!r}")
     for name in ("batch_size", "input_length", "target_length"):
@@ -113,7 +121,7 @@ class PlanConfig:
 
   Duck-typed so this leaf imports no data or trainer code: `data` has batch_size and
   task_feature_lengths, `prompt` a length (None: no prompt, as in model tuning), `optim`
-  trainable_patterns, `loss` enable_dropout.
+  trainable_patterns, `loss` enable_dropout and num_microbatches.
   """
   t5: T5Config
   data: Any
@@ -133,7 +141,9 @@ class PlanConfig:
             "dropout_rate": self.t5.dropout_rate if self.loss.enable_dropout else 0.0,
             "num_partitions": self.partition.num_partitions,
             "model_parallel_submesh": self.partition.model_parallel_submesh,
-            "parameter_partitioning_dims": self.partition.parameter_partitioning_dims}
+            "parameter_partitioning_dims": self.partition.parameter_partitioning_dims,
+            "num_microbatches": self.loss.num_microbatches, "remat": self.t5.remat_policy,
+            "param_dtype": self.t5.weight_dtype}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +221,7 @@ def adafactor_state_numel(shape: tuple[int, ...], momentum: bool = False, factor
 @dataclasses.dataclass(frozen=True)
 class _Dims:
   """Per-device sizes: b = B/data, h = ceil(H/model), f = ceil(d_ff/model), v = ceil(V/model)."""
-  b: int
+  b: int  # rows of one microbatch on one device
   L: int  # encoder length incl. prompt
   T: int
   d: int
@@ -226,8 +236,11 @@ def _dims(config: T5Config, run: RunShape, data: int, model: int) -> _Dims:
   if run.batch_size % data:
     raise ValueError(f"--batch_size {run.batch_size} is not divisible by the data-parallel size {data} "
                      "(devices / --num_partitions)")
+  if (run.batch_size // data) % run.num_microbatches:
+    raise ValueError(f"--num_microbatches {run.num_microbatches} does not divide the {run.batch_size // data} "
+                     f"rows each data-parallel replica holds (batch {run.batch_size} / data {data})")
   h = -(-config.num_heads // model)
-  return _Dims(b=run.batch_size // data, L=run.input_length + run.prompt_length, T=run.target_length,
+  return _Dims(b=run.batch_size // data // run.num_microbatches, L=run.input_length + run.prompt_length, T=run.target_length,
                d=config.emb_dim, hk=h * config.head_dim, h=h, f=-(-config.mlp_dim // model),
                v=-(-config.vocab_size // model), a=np.dtype(jax.numpy.dtype(run.activation_dtype)).itemsize)
 
@@ -288,13 +301,24 @@ def _unfused_layers(cfg: T5Config, x: _Dims, model_mode: bool, input_length: int
   return enc, dec, once
 
 
+def _dots_layers(cfg: T5Config, x: _Dims) -> tuple[int, int]:
+  """remat 'dots' (`dots_with_no_batch_dims_saveable`): each layer keeps its input and the
+  outputs of its weight matmuls; attention scores (batched dots) and elementwise results
+  are recomputed: encoder a*(3bLd + 3bLhk + g*bLf), decoder a*(4bTd + 4bThk + 2bLhk + g*bTf)."""
+  g = len(cfg.mlp_activations)
+  enc = x.a * (3 * x.b * x.L * x.d + 3 * x.b * x.L * x.hk + g * x.b * x.L * x.f)
+  dec = x.a * (4 * x.b * x.T * x.d + 4 * x.b * x.T * x.hk + 2 * x.b * x.L * x.hk + g * x.b * x.T * x.f)
+  return enc, dec
+
+
 def activation_bytes(config: T5Config, run: RunShape, data: int, model: int,
                      fused: bool = True) -> tuple[int, int]:
   """(kept for backprop, transient peak) bytes per device; see `_fused_layers`.
 
   The residual stream [b, L, d] is replicated over 'model' (T5X 1-D activation
   partitioning); heads, d_ff and vocab are split over it. With `run.remat` each layer
-  keeps only its input and recomputes the rest during backprop. Transient: the largest
+  keeps only its input ('full') or also its matmul outputs ('dots') and recomputes the
+  rest during backprop. With microbatches, b counts one piece. Transient: the largest
   layer's kept set again (its gradients), the logits gradient 4bTv and the encoder's
   combined attention bias 4bhL^2. XLA:TPU may rematerialise further under memory
   pressure: this is an estimate, not a measurement.
@@ -309,10 +333,12 @@ def activation_bytes(config: T5Config, run: RunShape, data: int, model: int,
     enc += x.b * x.h * x.L ** 2
     dec += x.b * x.h * (x.T ** 2 + x.T * x.L)
   layer_peak = max(enc, dec)
-  if run.remat:
+  if run.remat == "full":
     enc, dec = x.a * x.b * x.L * x.d, x.a * x.b * x.T * x.d
+  elif run.remat == "dots":
+    enc, dec = _dots_layers(config, x)
   kept = config.num_encoder_layers * enc + config.num_decoder_layers * dec + once
-  transient = layer_peak * (2 if run.remat else 1) + 4 * x.b * x.T * x.v + 4 * x.b * x.h * x.L ** 2
+  transient = layer_peak * (1 if run.remat == "none" else 2) + 4 * x.b * x.T * x.v + 4 * x.b * x.h * x.L ** 2
   return kept, transient
 
 
@@ -325,6 +351,8 @@ def plan_memory(config: T5Config, topology: Topology, run: RunShape,
     raise ValueError(f"{flag}: model-parallel size {model} does not divide the "
                      f"{topology.num_devices} devices of {topology.name}")
   data = topology.num_devices // model
+  _dims(config, run, data, model)  # refuses a batch the mesh cannot split
+  check_divisible(config, run.prompt_length, partition, model, data)
   sizes, rules = {"data": data, "model": model}, partition.rules
   p_bytes = np.dtype(jax.numpy.dtype(run.param_dtype)).itemsize
   frozen = trainable = grads = opt = 0
@@ -335,7 +363,7 @@ def plan_memory(config: T5Config, topology: Topology, run: RunShape,
       frozen += local * p_bytes
       continue
     trainable += local * 4  # trained weights stay float32
-    grads += local * 4
+    grads += local * 4 * (2 if run.num_microbatches > 1 else 1)  # + the accumulator
     state = adafactor_state_numel(shape, run.momentum, factored=not is_prompt)
     # Full-size moments shard like their param; factored row/col vectors are counted
     # whole (replicated), which over-counts by a few MB at most.
@@ -346,11 +374,31 @@ def plan_memory(config: T5Config, topology: Topology, run: RunShape,
                     _notes(config, data, model, run))
 
 
+def check_divisible(config: T5Config, prompt_length: int, partition: sharding.PartitionConfig, model: int,
+                    data: int) -> None:
+  """Refuse a mesh JAX would refuse (IndivisibleError): the model axis must divide the
+  heads (attention activations and the relative-position tables [H, buckets]) and every
+  other dim a rule maps onto a mesh axis."""
+  flag = "--model_parallel_submesh" if partition.model_parallel_submesh else "--num_partitions"
+  if config.num_heads % model:
+    raise ValueError(f"{flag}: model-parallel size {model} does not divide num_heads={config.num_heads}; the "
+                     f"attention heads and the relative-position tables [{config.num_heads}, "
+                     f"{config.relative_attention_num_buckets}] are split over it. Choose a divisor of "
+                     f"{config.num_heads}")
+  sizes = {"data": data, "model": model}
+  for name, (shape, axes) in param_table(config, prompt_length).items():
+    mesh_axes = nn.logical_to_mesh_axes(axes, partition.rules)
+    for i, dim in enumerate(shape):
+      names = mesh_axes[i] if i < len(mesh_axes) else None
+      names = () if names is None else (names,) if isinstance(names, str) else tuple(names)
+      n = math.prod(sizes[a] for a in names)
+      if dim % n:
+        raise ValueError(f"{flag}: {name} {shape}: dim {i} ({dim}) does not divide by mesh axes {names} "
+                         f"of size {n}")
+
+
 def _notes(config: T5Config, data: int, model: int, run: RunShape) -> tuple[str, ...]:
   notes = []
-  for what, n in (("num_heads", config.num_heads), ("mlp_dim", config.mlp_dim), ("vocab_size", config.vocab_size)):
-    if n % model:
-      notes.append(f"{what}={n} does not divide by model={model}: XLA pads the shards (counted rounded up)")
   if run.batch_size // data < 1:
     notes.append("fewer examples than data-parallel replicas")
   return tuple(notes)
@@ -370,7 +418,8 @@ def format_plan(plan: MemoryPlan, config_name: str, run: RunShape) -> str:
   rows = [(f"frozen params ({run.param_dtype})", plan.frozen_params),
           ("trainable params (float32)", plan.trainable_params), ("gradients (float32)", plan.gradients),
           ("Adafactor state", plan.optimizer_state),
-          (f"activations ({'fused' if run.fused else 'unfused'} estimate{', remat' if run.remat else ''})",
+          (f"activations ({'fused' if run.fused else 'unfused'}{', remat ' + run.remat if run.remat != 'none' else ''}"
+           f"{f', {run.num_microbatches} microbatches' if run.num_microbatches > 1 else ''})",
            plan.activations),
           ("transient (layer grads, logits)", plan.transient)]
   lines += [f"{name:<40}{gib(n):>14}" for name, n in rows]

@@ -18,11 +18,11 @@ import sys
 from typing import Any, Sequence
 
 from prompt_tuning_jax import memory_plan, sharding
-from prompt_tuning_jax.config import SIZES, T5Config
+from prompt_tuning_jax.config import REMAT_POLICIES, SIZES, T5Config
 
 _RUN_DEFAULTS = dict(num_partitions=1, parameter_partitioning_dims=1, batch_size=32, input_length=512,
                      target_length=8, prompt_length=100, mode="prompt", activation_dtype="bfloat16",
-                     dropout_rate=0.0)
+                     dropout_rate=0.0, num_microbatches=1, remat="none", param_dtype="float32")
 
 
 def _parse_submesh(text: str) -> tuple[int, ...]:
@@ -50,11 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--prompt_length", type=int, help="default 100")
   p.add_argument("--mode", choices=("prompt", "model"), help="what trains (default prompt)")
   p.add_argument("--activation_dtype", choices=("bfloat16", "float16", "float32"), help="default bfloat16")
-  p.add_argument("--param_dtype", default="float32", choices=("bfloat16", "float32"),
-                 help="storage dtype of the frozen weights")
+  p.add_argument("--param_dtype", choices=("bfloat16", "float32"),
+                 help="storage dtype of the frozen weights (T5Config.weight_dtype; default float32)")
   p.add_argument("--dropout_rate", type=float, help="default 0")
   p.add_argument("--momentum", action="store_true", help="Adafactor with a first moment")
-  p.add_argument("--remat", action="store_true", help="plan for per-layer rematerialisation")
+  p.add_argument("--remat", nargs="?", const="full", choices=REMAT_POLICIES,
+                 help="per-layer rematerialisation (T5Config.remat_policy; bare --remat = full)")
+  p.add_argument("--num_microbatches", type=int, help="LossConfig.num_microbatches (default 1)")
+  p.add_argument("--compile", action="store_true",
+                 help="also compile the exact sharded train, rank-scoring and greedy-decode steps ahead of time "
+                      "for --topology (a TPU slice, through libtpu) and print XLA's bytes and collectives")
   p.add_argument("--estimate", default="fused", choices=("fused", "unfused"),
                  help="activation estimate the verdict uses: 'fused' (XLA on TPU/GPU fuses casts and "
                       "elementwise ops) or 'unfused' (JAX's raw residuals, as XLA:CPU keeps them)")
@@ -105,14 +110,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          parameter_partitioning_dims=s["parameter_partitioning_dims"])
     run = memory_plan.RunShape(batch_size=s["batch_size"], input_length=s["input_length"],
                             target_length=s["target_length"], prompt_length=s["prompt_length"],
-                            mode=s["mode"], activation_dtype=s["activation_dtype"], param_dtype=args.param_dtype,
-                            dropout_rate=s["dropout_rate"], momentum=args.momentum, remat=args.remat,
-                            fused=args.estimate == "fused")
+                            mode=s["mode"], activation_dtype=s["activation_dtype"], param_dtype=s["param_dtype"],
+                            dropout_rate=s["dropout_rate"], momentum=args.momentum, remat=s["remat"],
+                            fused=args.estimate == "fused", num_microbatches=s["num_microbatches"])
     plan = memory_plan.plan_memory(config, topology, run, partition)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(memory_plan.format_plan(plan, name, run))
+  if args.compile:
+    from prompt_tuning_jax import compile_plan  # libtpu and the model: only when asked
+    try:
+      report = compile_plan.compile_plan(config, topology.name, run, partition)
+    except ValueError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+    print(compile_plan.format_report(report, plan))
   return 0
 
 

@@ -36,22 +36,27 @@ def detect_format(path: str) -> str:
 def load_frozen(path: str, cfg: T5Config, *, shardings: Any = None,
                 allow_nonfinite: bool = False) -> tuple[dict, int]:
   """-> (params placed with `shardings` or on the default device, checkpoint step).
-  NaN/Inf weights are refused naming the key unless `allow_nonfinite`."""
+
+  Weights are stored as `cfg.weight_dtype`; T5X checkpoints are cast slice by slice as
+  each host reads its shards, so no host ever holds the float32 tree. NaN/Inf weights are
+  refused naming the key unless `allow_nonfinite`.
+  """
   if not path:
     raise ValueError("INITIAL_CHECKPOINT_PATH is empty: name a T5X checkpoint, a Hugging Face "
                      "T5 directory or 'random:<seed>'")
   kind = detect_format(path)
   want = validation.param_shapes(cfg)
+  dtype = np.dtype(jax.numpy.dtype(cfg.weight_dtype))  # T5Config.weight_dtype: each shard is cast as read
   if kind == "random":
     seed = int(path[len(RANDOM_PREFIX):] or 0)
-    init = functools.partial(t5.init_params, cfg)
+    init = lambda rng: jax.tree.map(lambda x: x.astype(dtype), t5.init_params(cfg, rng))  # cast inside jit
     fn = jax.jit(init, out_shardings=shardings) if shardings is not None else jax.jit(init)
     return fn(jax.random.PRNGKey(seed)), 0
   if kind == "hf":
     params, hf_cfg = hf.load_hf_checkpoint(path, allow_nonfinite=allow_nonfinite)
     _check_same_config(cfg, hf_cfg, path)
     validation.validate_params(params, want, source=path)
-    params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+    params = jax.tree.map(lambda x: np.asarray(x, dtype), params)
     return (jax.device_put(params, shardings) if shardings is not None else jax.device_put(params)), 0
   index = t5x.open_t5x_checkpoint(path)
   validation.validate_params(t5x.read_t5x_shapes(path), want, source=path)
@@ -61,14 +66,13 @@ def load_frozen(path: str, cfg: T5Config, *, shardings: Any = None,
   flat_sh = traverse_util.flatten_dict(shardings, sep="/")
   flat_want = traverse_util.flatten_dict(want, sep="/")
   read = functools.partial(t5x.read_t5x_array, path, allow_nonfinite=allow_nonfinite)
-  params = sharding.load_params_sharded(read, flat_want, flat_sh,
-                                        dtypes={k: np.float32 for k in flat_want})
+  params = sharding.load_params_sharded(read, flat_want, flat_sh, dtypes={k: dtype for k in flat_want})
   return traverse_util.unflatten_dict(params, sep="/"), int(index.step)
 
 
 def _check_same_config(cfg: T5Config, found: T5Config, path: str) -> None:
   diffs = [f"{f.name}: run has {getattr(cfg, f.name)!r}, checkpoint has {getattr(found, f.name)!r}"
            for f in dataclasses.fields(T5Config)
-           if f.name not in ("dtype", "dropout_rate") and getattr(cfg, f.name) != getattr(found, f.name)]
+           if f.name not in ("dtype", "dropout_rate", "remat_policy", "weight_dtype") and getattr(cfg, f.name) != getattr(found, f.name)]
   if diffs:
     raise validation.CheckpointMismatchError(f"{path}/config.json does not match T5Config:\n  " + "\n  ".join(diffs))

@@ -41,7 +41,10 @@ def backbone_fingerprint(cfg: T5Config, embedding: Any) -> str:
   """Hash of the config and of 64 spread-out embedding rows (cheap even when sharded)."""
   rows = np.linspace(0, embedding.shape[0] - 1, num=min(64, embedding.shape[0])).astype(np.int64)
   sample = np.asarray(jax.device_get(embedding[rows]), np.float32)
-  h = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode())
+  # remat changes memory, not numbers; float32 storage hashes as before these fields existed.
+  fields = {k: v for k, v in dataclasses.asdict(cfg).items()
+            if k != "remat_policy" and not (k == "weight_dtype" and v == "float32")}
+  h = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
   h.update(sample.tobytes())
   return h.hexdigest()[:16]
 

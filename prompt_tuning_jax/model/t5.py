@@ -23,11 +23,24 @@ Array = jax.Array
 InputWrapperFactory = Callable[..., nn.Module]
 
 
+def remat_layer(cls: type[nn.Module], policy: str, static_argnums: tuple[int, ...]) -> type[nn.Module]:
+  """`cls` wrapped in `nn.remat` per `T5Config.remat_policy`, so backprop keeps each layer's
+  input only ('full') or its input and matmul outputs ('dots'), recomputing the rest.
+
+  The explicit `name=` at the call site keeps T5X's parameter paths (`layers_{i}/...`).
+  `static_argnums` counts `self` as 0 and names the bool flags (traced otherwise).
+  """
+  if policy == "none":
+    return cls
+  saveable = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if policy == "dots" else None
+  return nn.remat(cls, policy=saveable, static_argnums=static_argnums)
+
+
 class EncoderLayer(nn.Module):
   config: T5Config
 
   @nn.compact
-  def __call__(self, x: Array, bias: Array, *, enable_dropout: bool) -> Array:
+  def __call__(self, x: Array, bias: Array, enable_dropout: bool) -> Array:
     cfg = self.config
     norm = lambda name: layers.RMSNorm(cfg.layer_norm_epsilon, cfg.activation_dtype, name=name)
     y = norm("pre_attention_layer_norm")(x)
@@ -43,7 +56,7 @@ class DecoderLayer(nn.Module):
   config: T5Config
 
   @nn.compact
-  def __call__(self, x: Array, encoded: Array, self_bias: Array, cross_bias: Array, *,
+  def __call__(self, x: Array, encoded: Array, self_bias: Array, cross_bias: Array,
                enable_dropout: bool, decode: bool) -> Array:
     cfg = self.config
     norm = lambda name: layers.RMSNorm(cfg.layer_norm_epsilon, cfg.activation_dtype, name=name)
@@ -88,8 +101,9 @@ class Encoder(nn.Module):
         bidirectional=True, dtype=cfg.activation_dtype, name="relpos_bias")(length, length)
     bias = layers.attention_bias(valid, valid, query_segments=segment_ids, key_segments=segment_ids) + bias
     x = layers.dropout(cfg, x, enable_dropout)
+    layer = remat_layer(EncoderLayer, cfg.remat_policy, static_argnums=(3,))
     for i in range(cfg.num_encoder_layers):
-      x = EncoderLayer(cfg, name=f"layers_{i}")(x, bias, enable_dropout=enable_dropout)
+      x = layer(cfg, name=f"layers_{i}")(x, bias, enable_dropout)
     x = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.activation_dtype, name="encoder_norm")(x)
     return layers.dropout(cfg, x, enable_dropout), valid, segment_ids
 
@@ -115,9 +129,10 @@ class Decoder(nn.Module):
                                              decoder_segment_ids)
     cross_bias = layers.attention_bias(query_valid, encoder_valid, query_segments=decoder_segment_ids,
                                        key_segments=encoder_segment_ids)
+    # Decoding steps keep no residuals (no backprop), so they never rematerialise.
+    layer = remat_layer(DecoderLayer, "none" if decode else cfg.remat_policy, static_argnums=(5, 6))
     for i in range(cfg.num_decoder_layers):
-      x = DecoderLayer(cfg, name=f"layers_{i}")(x, encoded, self_bias, cross_bias,
-                                                enable_dropout=enable_dropout, decode=decode)
+      x = layer(cfg, name=f"layers_{i}")(x, encoded, self_bias, cross_bias, enable_dropout, decode)
     x = layers.RMSNorm(cfg.layer_norm_epsilon, cfg.activation_dtype, name="decoder_norm")(x)
     x = layers.dropout(cfg, x, enable_dropout)
     if cfg.logits_via_embedding:

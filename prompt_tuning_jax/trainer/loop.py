@@ -114,8 +114,7 @@ class _Run:
     self.mesh = sharding.make_mesh(cfg.partition)
     self.rules = cfg.partition.rules
     self.model = wrapper.make_model(cfg.t5, cfg.prompt)
-    specs = sharding.logical_specs(jax.eval_shape(
-        lambda r: self.model.init(r, *(jnp.ones((1, 2), jnp.int32),) * 3)["params"], jax.random.PRNGKey(0)))
+    specs = sharding.logical_specs(abstract_params(self.model))
     self.param_shardings = sharding.logical_to_sharding(specs, self.mesh, self.rules)
     backbone_specs = specs
     if cfg.prompt is not None:  # the backbone is everything but the prompt
@@ -126,6 +125,7 @@ class _Run:
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
     full = _initial_full_params(cfg, self.frozen, init_rng)
     trainable, frozen = optim.split_params(full, cfg.optim.trainable_patterns)
+    trainable = jax.tree.map(lambda x: x.astype(jnp.float32), trainable)  # even with bfloat16 weight storage
     self.frozen = frozen
     optim_cfg = cfg.optim
     if optim_cfg.step_offset == 0 and self.checkpoint_step:
@@ -135,9 +135,7 @@ class _Run:
     self.frozen_shardings = frozen_sh
     replicated = sharding.replicated(self.mesh)
     state = step_lib.init_state(jax.device_put(trainable, trainable_sh), self.optimizer, state_rng)
-    self.state_shardings = step_lib.TrainState(
-        step=replicated, params=trainable_sh,
-        opt_state=jax.tree.map(lambda _: replicated, state.opt_state), rng=replicated)
+    self.state_shardings = state_shardings(state, trainable_sh, self.mesh)
     self.state = jax.device_put(state, self.state_shardings)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
     self.train_step = step_lib.jit_train_step(
@@ -163,6 +161,20 @@ class _Run:
   def save(self) -> None:
     step = int(self.state.step)
     self.checkpointer.save(step, self.state, dict(self.meta, data_position=step))
+
+
+def abstract_params(model: Any) -> Any:
+  """Boxed ShapeDtypeStructs of the full tree (frozen model + prompt), nothing allocated."""
+  return jax.eval_shape(lambda r: model.init(r, *(jnp.ones((1, 2), jnp.int32),) * 3)["params"],
+                        jax.random.PRNGKey(0))
+
+
+def state_shardings(state: Any, trainable_sh: Any, mesh: Any) -> step_lib.TrainState:
+  """Trainable params as their rules say; step, rng and the (small) Adafactor state replicated.
+  Used by the run and by the ahead-of-time compile plan (`compile_plan.py`), so both agree."""
+  replicated = sharding.replicated(mesh)
+  return step_lib.TrainState(step=replicated, params=trainable_sh,
+                             opt_state=jax.tree.map(lambda _: replicated, state.opt_state), rng=replicated)
 
 
 def _split_like(tree: Any, cfg: TrainConfig) -> tuple[Any, Any]:
