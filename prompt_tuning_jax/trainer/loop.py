@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from typing import Any, Callable
@@ -17,7 +18,7 @@ import numpy as np
 import tqdm
 
 from prompt_tuning_jax import data, distributed, sharding
-from prompt_tuning_jax.checkpoints import backbone, train_state
+from prompt_tuning_jax.checkpoints import backbone, t5x, train_state
 from prompt_tuning_jax.config import T5Config
 from prompt_tuning_jax.prompt import PROMPT_PATTERN, initializers, wrapper
 from prompt_tuning_jax.prompt import files as prompt_files
@@ -60,6 +61,9 @@ class TrainConfig:
   evaluator: Callable[["TrainConfig", Any], Evaluator] | None = None  # built once, called per eval
   seed: int = 0
   progress_bar: bool = True
+  # Model tuning as the paper: start Adafactor from the checkpoint's second moments where it
+  # has them (T5X checkpoints; HF folders and random weights carry none).
+  restore_optimizer_state: bool = False
 
   def __post_init__(self):
     for name in ("train_steps", "eval_period", "checkpoint_period", "keep_checkpoints", "log_period"):
@@ -124,6 +128,8 @@ class _Run:
     self.frozen_shardings = frozen_sh
     replicated = sharding.replicated(self.mesh)
     state = step_lib.init_state(jax.device_put(trainable, trainable_sh), self.optimizer, state_rng)
+    if cfg.restore_optimizer_state:
+      state = state.replace(opt_state=_checkpoint_optimizer_state(cfg.initial_checkpoint_path, state.opt_state))
     self.state_shardings = step_lib.TrainState(
         step=replicated, params=trainable_sh,
         opt_state=jax.tree.map(lambda _: replicated, state.opt_state), rng=replicated)
@@ -152,6 +158,18 @@ class _Run:
   def save(self) -> None:
     step = int(self.state.step)
     self.checkpointer.save(step, self.state, dict(self.meta, data_position=step))
+
+
+def _checkpoint_optimizer_state(path: str, opt_state: Any) -> Any:
+  """The fresh optimizer state with the T5X checkpoint's Adafactor moments, where present."""
+  if backbone.detect_format(path) != "t5x":
+    logging.info("restore_optimizer_state: %s carries no optimizer state; Adafactor starts fresh", path)
+    return opt_state
+  index = t5x.open_t5x_checkpoint(path)
+  read = lambda name: index.read(name, states=True) if name in index.states else None
+  opt_state, count = optim.restore_adafactor_states(opt_state, read)
+  logging.info("restore_optimizer_state: %d Adafactor states restored from %s", count, path)
+  return opt_state
 
 
 def _split_like(tree: Any, cfg: TrainConfig) -> tuple[Any, Any]:
