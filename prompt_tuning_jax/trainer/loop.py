@@ -30,8 +30,12 @@ Evaluator = Callable[[Any, int], dict[str, float]]  # (full params, step) -> met
 
 @dataclasses.dataclass(frozen=True)
 class EarlyStopping:
-  """Stop when `metric` (e.g. 'accuracy') has not improved for `patience` evaluations."""
-  metric: str | None = None
+  """Stop when `metric` has not improved for `patience` evaluations.
+
+  `metric` is one eval metric ('accuracy') or several, selected on their mean (the paper's
+  rule for multi-metric tasks, e.g. ('macro_f1', 'accuracy') for CB).
+  """
+  metric: str | tuple[str, ...] | None = None
   mode: str = "max"
   patience: int | None = None
 
@@ -156,8 +160,12 @@ class _Run:
       self.meta.update({k: meta[k] for k in ("best", "evals_without_improvement", "history") if k in meta})
 
   def save(self) -> None:
+    """Train state, plus the prompt as a numpy checkpoint at the global step (as the original)."""
     step = int(self.state.step)
     self.checkpointer.save(step, self.state, dict(self.meta, data_position=step))
+    if self.cfg.prompt is not None and distributed.is_primary():
+      prompt = np.asarray(jax.device_get(wrapper.get_prompt(self.state.params)))
+      prompt_files.save_numpy_checkpoint(self.cfg.model_dir, self.checkpoint_step + step, prompt)
 
 
 def _checkpoint_optimizer_state(path: str, opt_state: Any) -> Any:
@@ -230,13 +238,12 @@ def _evaluate(run: _Run, step: int, writer: "metric_writer.MetricsWriter") -> bo
   es = cfg.early_stopping
   if es.metric is None:
     return False
-  if es.metric not in scores:
-    raise KeyError(f"EarlyStopping.metric={es.metric!r} is not among the eval metrics {sorted(scores)}")
-  value = float(scores[es.metric])
+  value = selection_value(scores, es.metric)
   best = run.meta["best"]
   better = best is None or (value > best["value"] if es.mode == "max" else value < best["value"])
   if better:
-    run.meta["best"] = {"step": step, "metric": es.metric, "value": value}
+    run.meta["best"] = {"step": step, "global_step": run.checkpoint_step + step, "metric": es.metric,
+                        "value": value}
     run.meta["evals_without_improvement"] = 0
     if cfg.prompt is not None and distributed.is_primary():
       prompt_files.save_npy(os.path.join(cfg.model_dir, "best", "prompt.npy"),
@@ -246,6 +253,15 @@ def _evaluate(run: _Run, step: int, writer: "metric_writer.MetricsWriter") -> bo
   else:
     run.meta["evals_without_improvement"] += 1
   return es.patience is not None and run.meta["evals_without_improvement"] >= es.patience
+
+
+def selection_value(scores: dict[str, float], metric: str | tuple[str, ...]) -> float:
+  """The early-stopping value: one metric, or the mean of several."""
+  names = (metric,) if isinstance(metric, str) else tuple(metric)
+  missing = [n for n in names if n not in scores]
+  if missing or not names:
+    raise KeyError(f"EarlyStopping.metric={metric!r}: {missing} not among the eval metrics {sorted(scores)}")
+  return float(np.mean([float(scores[n]) for n in names]))
 
 
 def _export(cfg: TrainConfig, run: _Run, trainable: Any) -> None:
