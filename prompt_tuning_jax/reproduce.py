@@ -43,6 +43,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--root", default=DEFAULT_ROOT, help="folder (or gs:// URL) holding every run")
   parser.add_argument("--sizes", default=None, help=f"comma-separated, of {','.join(experiments.SIZES)}")
   parser.add_argument("--tasks", default=None, help="comma-separated task keys, e.g. rte,cb")
+  parser.add_argument("--seeds", default=None,
+                      help=f"comma-separated seeds per grid point (default {','.join(map(str, experiments.SEEDS))})")
+
+
+def _seeds(text: str | None) -> list[int] | None:
+  try:
+    return [int(k) for k in text.split(",") if k] if text else None
+  except ValueError:
+    raise ValueError(f"--seeds={text!r}: expected comma-separated integers, e.g. 0,1,2") from None
 
 
 def run_main(argv: Sequence[str]) -> int:
@@ -58,10 +67,11 @@ def run_main(argv: Sequence[str]) -> int:
   parser.add_argument("--tpu_args", default="", help="run_tpu.sh global options, e.g. '--name N --zone Z'")
   args = parser.parse_args(rest)
   exp = experiments.EXPERIMENTS[args.experiment]
-  runs = experiments.expand(exp, args.root, sizes=_names(args.sizes), tasks=_names(args.tasks), extra=extra)
+  runs = experiments.expand(exp, args.root, sizes=_names(args.sizes), tasks=_names(args.tasks), extra=extra,
+                            seeds=_seeds(args.seeds))
   if args.launcher == "tpu":
     remote = [f"--experiment={exp.name}", f"--root={experiments.absolute(args.root)}"]
-    remote += [f"--{k}={v}" for k, v in (("sizes", args.sizes), ("tasks", args.tasks)) if v]
+    remote += [f"--{k}={v}" for k, v in (("sizes", args.sizes), ("tasks", args.tasks), ("seeds", args.seeds)) if v]
     remote += (["--keep_going"] if args.keep_going else []) + extra
     command = experiments.tpu_command(remote, shlex.split(args.tpu_args), f"reproduce_{exp.name}")
     if "://" not in args.root:
@@ -92,7 +102,7 @@ def aggregate_main(argv: Sequence[str]) -> int:
   args = parser.parse_args(rest)
   names = _names(args.experiment) or [n for n, e in experiments.EXPERIMENTS.items() if not e.hidden]
   written = report.aggregate(args.root, names, sizes=_names(args.sizes), tasks=_names(args.tasks),
-                                          out_dir=args.out, extra=extra)
+                             out_dir=args.out, extra=extra, seeds=_seeds(args.seeds))
   for name, files in written.items():
     print(f"{name}: " + ", ".join(files))
   return 0

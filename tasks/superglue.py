@@ -164,8 +164,11 @@ def _text(value: Any) -> str:
 
 
 def text_to_label(text: str | bytes, label_names: Sequence[str]) -> int:
-  """Index of the decoded label string, or -1 if it is no label."""
-  text = _text(text).strip()
+  """Index of the decoded label string, or -1 if it is no label.
+
+  An exact match, as T5's `string_label_to_class_id`: " True" is no label.
+  """
+  text = _text(text)
   return list(label_names).index(text) if text in label_names else -1
 
 
@@ -196,38 +199,45 @@ def record_postprocess(output: Any, example: Optional[Mapping[str, Any]] = None,
     group = (int(example["idx/passage"]), int(example["idx/query"]))
   if is_target:
     return {"answers": [_text(a) for a in example["answers"]], "group": group}
-  return {"text": _text(output).strip(), "group": group}
+  return {"text": _text(output), "group": group}  # unstripped, as T5's `record`
 
 
 _DETERMINERS = frozenset(
     "a an few her his each every many much my our some that the their these "
     "this those which whose your".split())
+WSC_INVALID = -1  # an empty or determiner-only referent: always wrong, counted in invalid_rate
 
 
-def wsc_referent_matches(prediction: str, candidate: str) -> bool:
-  """Whether a generated referent names the candidate (T5's lenient rule).
+def _wsc_clean(text: str) -> str:
+  """Lower-cased, stripped, determiners dropped (T5's `wsc_simple` clean)."""
+  return " ".join(w for w in text.strip().lower().split(" ") if w not in _DETERMINERS)
 
-  Case and determiners are ignored; one word set must contain the other, and
-  a possessive on only one side ("Bob" vs "Bob's hat") is no match.
+
+def wsc_referent_matches(prediction: str, candidate: str) -> int:
+  """1 if a generated referent names the candidate, 0 if not, -1 if it names nothing.
+
+  T5's `wsc_simple` rule: case and determiners are ignored; one word set must contain
+  the other; a possessive on only one side ("Bob" vs "Bob's hat") is no match; an empty
+  or determiner-only prediction ("", "the", "his") is -1, so it can never match a label.
   """
-  def words(s):
-    return [w for w in s.strip().lower().split(" ") if w not in _DETERMINERS]
-  pred, cand = words(prediction), words(candidate)
-  if ("'" in " ".join(pred)) != ("'" in " ".join(cand)):
-    return False
-  return set(pred) <= set(cand) or set(cand) <= set(pred)
+  pred, cand = _wsc_clean(prediction), _wsc_clean(candidate)
+  if not pred:
+    return WSC_INVALID
+  if ("'" in pred) != ("'" in cand):
+    return 0
+  p, c = set(pred.split(" ")), set(cand.split(" "))
+  return int(p <= c or c <= p)
 
 
 def wsc_postprocess(output: Any, example: Optional[Mapping[str, Any]] = None,
                     is_target: bool = False) -> int:
-  """Target -> the 0/1 label; prediction -> 1 if it names the candidate."""
+  """Target -> the 0/1 label; prediction -> 1 / 0 / -1 (see `wsc_referent_matches`)."""
   if example is None:
     raise ValueError("wsc_postprocess needs the example (its candidate and "
                      "label), as seqio passes it")
   if is_target:
     return int(example["label"])
-  candidate = _text(example["targets_pretokenized"])
-  return int(wsc_referent_matches(_text(output), candidate))
+  return wsc_referent_matches(_text(output), _text(example["targets_pretokenized"]))
 
 
 # ------------------------------------------------------------- metric fns

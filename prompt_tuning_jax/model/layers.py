@@ -22,6 +22,9 @@ Array = jax.Array
 NEG_INF = -1e10  # attention bias for masked keys (finite, so fully masked rows stay finite)
 
 constrain = nn.with_logical_constraint
+# Flaxformer's `broadcast_dropout=True`: attention weights [B, H, q, k] share one dropout mask
+# over the batch and head axes.
+ATTENTION_DROPOUT_BROADCAST = (0, 1)
 
 
 def _param(module: nn.Module, name: str, init: Any, shape: Sequence[int], axes: tuple[str, ...]) -> Array:
@@ -152,8 +155,8 @@ class Attention(nn.Module):
       key, value, bias = self._update_cache(key, value, bias)
     logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
     weights = jax.nn.softmax(logits + bias.astype(jnp.float32), axis=-1).astype(dt)
-    if enable_dropout and cfg.dropout_rate > 0:
-      weights = nn.Dropout(cfg.dropout_rate)(weights, deterministic=False)
+    if enable_dropout and cfg.dropout_rate > 0:  # one mask [q, k] shared by batch and heads, as Flaxformer
+      weights = nn.Dropout(cfg.dropout_rate, broadcast_dims=ATTENTION_DROPOUT_BROADCAST)(weights, deterministic=False)
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
     out = Dense(features=(cfg.emb_dim,), kernel_axes=("joined_kv", "embed"), in_axes=2,
                 kernel_init=nn.initializers.variance_scaling(1.0, "fan_in", "normal"), dtype=dt,

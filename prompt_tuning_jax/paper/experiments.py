@@ -29,15 +29,22 @@ from prompt_tuning_jax.evaluators.superglue_metrics import TASK_METRICS
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 SIZES = ("small", "base", "large", "xl", "xxl")
 SUPERGLUE_TASKS = ("boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc")
-# Each classification task's label words (tasks.LABEL_NAMES); ReCoRD and WSC answer with
-# free text, so their class-label init falls back to sampled vocabulary, as in the paper.
+# Each classification task's label words (tasks.LABEL_NAMES), one prompt row each.
 VERBALIZERS: dict[str, tuple[str, ...]] = {
     "boolq": ("False", "True"), "cb": ("entailment", "contradiction", "neutral"),
     "copa": ("choice1", "choice2"), "multirc": ("False", "True"),
     "rte": ("entailment", "not_entailment"), "wic": ("False", "True"),
     "qqp": ("not_duplicate", "duplicate"), "mrpc": ("not_equivalent", "equivalent"),
 }
+# ReCoRD and WSC answer with free text; the paper's footnote 7 gives their class-label init
+# words instead: one prompt row per word, as for label words.
+INIT_WORDS: dict[str, tuple[str, ...]] = {
+    "record": ("commonsense", "reasoning", "reading", "comprehension"),
+    "wsc": ("commonsense", "pronoun", "resolution"),
+}
 TRANSFER_TARGETS = {"qqp": "mrpc", "mrpc": "qqp"}
+SEEDS = (0, 1, 2)  # the paper reports mean +- std of 3 runs per point
+KNOWN_TASKS = SUPERGLUE_TASKS + tuple(TRANSFER_TARGETS) + ("squad", "demo")
 PROMPT_LENGTHS = (1, 5, 20, 100, 150)
 INITS = ("uniform", "sampled_vocab", "class_labels")
 FROZEN_MODELS = ("span_corruption", "lm_adapted")
@@ -78,9 +85,16 @@ class Setting:
     return "/".join(parts + [f"seed{self.seed}", self.size, task])
 
   @property
-  def metric(self) -> str:
-    """The dev metric that picks the best checkpoint (early stopping)."""
-    return TASK_METRICS[self.task][0] if self.task in TASK_METRICS else "accuracy"
+  def metric(self) -> str | tuple[str, ...]:
+    """The dev metric(s) that pick the best checkpoint: the mean of the task's metrics."""
+    names = TASK_METRICS.get(self.task, ("accuracy",))
+    return names[0] if len(names) == 1 else names
+
+  @property
+  def metric_flag(self) -> str:
+    """EARLY_STOPPING_METRIC as a gin value: accuracy, or ("macro_f1", "accuracy")."""
+    m = self.metric
+    return m if isinstance(m, str) else "(" + ", ".join(json.dumps(n) for n in m) + ")"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +122,7 @@ class Experiment:
   tasks: tuple[str, ...] = SUPERGLUE_TASKS
   ensemble: bool = False  # adds one ensemble eval per (size, task) over the seeds
   hidden: bool = False
+  seeded: bool = True  # each point repeated over the seeds (ensemble/transfer vary seeds themselves)
 
 
 def _grid(axis: str = "seed", values: Sequence = (0,)) -> Callable[[Sequence[str], Sequence[str]], list[Setting]]:
@@ -128,12 +143,12 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("frozen_model", "Figure 3(c) pre-training objective of the frozen model",
                _grid("frozen", FROZEN_MODELS)),
     Experiment("ensemble", "Table 3 five-prompt ensemble", _grid("seed", ENSEMBLE_SEEDS), sizes=("xxl",),
-               ensemble=True),
+               ensemble=True, seeded=False),
     Experiment("transfer", "Table 2 zero-shot transfer QQP <-> MRPC", _transfer, sizes=("xxl",),
-               tasks=("qqp", "mrpc")),
+               tasks=("qqp", "mrpc"), seeded=False),
     Experiment("demo", "smoke test on the bundled demo model (not a paper result)",
                lambda sizes, tasks: [Setting("demo", "demo", init="sampled_vocab", prompt_length=10)],
-               sizes=("demo",), tasks=("demo",), hidden=True),
+               sizes=("demo",), tasks=("demo",), hidden=True, seeded=False),
 )}
 
 
@@ -149,9 +164,10 @@ def gin_args(s: Setting) -> tuple[list[str], list[tuple[str, str]]]:
                 ("TRANSFER_TARGET", f"glue_{s.target}_from_{s.task}_taskless")]
   else:
     run = _INIT_GIN[s.init] if s.prompt else "paper/model_tuning.gin"
-    bindings = [("MIXTURE_OR_TASK_NAME", f"superglue_{s.task}_taskless"), ("EARLY_STOPPING_METRIC", s.metric)]
+    bindings = [("MIXTURE_OR_TASK_NAME", f"superglue_{s.task}_taskless"),
+                ("EARLY_STOPPING_METRIC", s.metric_flag)]
   if s.prompt and s.init == "class_labels":
-    labels = VERBALIZERS.get(s.task)
+    labels = VERBALIZERS.get(s.task) or INIT_WORDS.get(s.task)
     if labels:  # a prompt shorter than the label list keeps the first P labels
       bindings.append(("CLASS_LABELS", json.dumps(list(labels[: s.prompt_length]))))
     else:
@@ -182,16 +198,28 @@ def ensemble_run(root: str, size: str, task: str, members: Sequence[Run], extra:
              needs=tuple(m.name for m in members))
 
 
+def with_seeds(experiment: Experiment, settings: Sequence[Setting], seeds: Sequence[int] | None) -> list[Setting]:
+  """Each point repeated over `seeds` (default SEEDS), seeds innermost; unseeded experiments as given."""
+  if not experiment.seeded:
+    return list(settings)
+  seeds = SEEDS if seeds is None else tuple(seeds)
+  if not seeds or any(not isinstance(k, int) or k < 0 for k in seeds):
+    raise ValueError(f"--seeds: need non-negative integers, got {list(seeds)}")
+  return [dataclasses.replace(s, seed=k) for s in settings for k in seeds]
+
+
 def expand(experiment: Experiment, root: str, *, sizes: Sequence[str] | None = None,
-           tasks: Sequence[str] | None = None, extra: Sequence[str] = ()) -> list[Run]:
+           tasks: Sequence[str] | None = None, extra: Sequence[str] = (),
+           seeds: Sequence[int] | None = None) -> list[Run]:
   """The experiment's runs under `root` (absolute), in launch order; `extra` are
-  `--gin.NAME=VALUE` flags appended to every command (e.g. NUM_PARTITIONS)."""
+  `--gin.NAME=VALUE` flags appended to every command (e.g. NUM_PARTITIONS); `seeds`
+  repeat each point (default SEEDS, 3 runs per point as the paper)."""
   sizes = _check("--sizes", sizes, experiment.sizes, SIZES + ("demo",))
-  tasks = _check("--tasks", tasks, experiment.tasks, SUPERGLUE_TASKS + tuple(TRANSFER_TARGETS) + ("demo",))
+  tasks = _check("--tasks", tasks, experiment.tasks, KNOWN_TASKS)
   root = absolute(root)
   steps = train_steps(extra)
   runs, seen = [], set()
-  for s in experiment.settings(sizes, tasks):
+  for s in with_seeds(experiment, experiment.settings(sizes, tasks), seeds):
     if s.relpath in seen:
       continue
     seen.add(s.relpath)

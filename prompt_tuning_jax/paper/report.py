@@ -1,11 +1,13 @@
 """Finished runs -> the paper's tables (Markdown, CSV) and plots (PNG), ours beside theirs.
 
 A run's score is read from its MODEL_DIR/metrics.jsonl: the eval line with the best value
-of the run's early-stopping metric (the first one on ties, as training keeps it), or
-best/best.json when there is no log. A SuperGLUE task's score is the mean of its
-metrics (CB: macro-F1 and accuracy; MultiRC: F1a and EM; ReCoRD: F1 and EM), the
-SuperGLUE score the mean over tasks. Averages over fewer tasks than asked for say so:
-"71.3 (5/8)". Unfinished runs leave their cells empty.
+of the run's early-stopping metric (for multi-metric tasks the mean of their metrics, as the
+paper selects; the first one on ties, as training keeps it), or best/best.json when there
+is no log. A SuperGLUE task's score is the mean of its metrics (CB: macro-F1 and accuracy;
+MultiRC: F1a and EM; ReCoRD: F1 and EM), the SuperGLUE score the mean over tasks. Each
+grid point has several seeds: cells show mean ± std over the finished seeds (plots: a band
+of one std). Averages over fewer tasks than asked for say so: "71.3 (5/8)". Unfinished
+runs leave their cells empty.
 """
 from __future__ import annotations
 
@@ -58,6 +60,27 @@ def fmt(value: float | None) -> str:
   return "" if value is None else f"{value:.1f}"
 
 
+def mean_std(values: Sequence[float]) -> str:
+  """'75.0 ± 1.2' over seeds (sample std), '75.0' for one value, '' for none."""
+  if not values:
+    return ""
+  if len(values) == 1:
+    return fmt(values[0])
+  return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def _names(metric: str | Sequence[str]) -> tuple[str, ...]:
+  return (metric,) if isinstance(metric, str) else tuple(metric)
+
+
+def selection_value(scores: dict[str, float], metric: str | Sequence[str]) -> float | None:
+  """The early-stopping value of an eval: its metric, or the mean of several."""
+  names = _names(metric)
+  if not all(n in scores for n in names):
+    return None
+  return statistics.fmean(float(scores[n]) for n in names)
+
+
 def mean_of(values: Sequence[float], expected: int) -> str:
   """Mean, marked '(k/n)' when only k of the n expected values exist."""
   if not values:
@@ -80,15 +103,15 @@ def eval_history(model_dir: str) -> list[dict[str, float]]:
   return out
 
 
-def best_eval(model_dir: str, metric: str) -> dict[str, float] | None:
-  """The eval with the best `metric` (first on ties), or best/best.json's value."""
-  evals = [e for e in eval_history(model_dir) if metric in e]
+def best_eval(model_dir: str, metric: str | Sequence[str]) -> dict[str, float] | None:
+  """The eval with the best `metric` (mean of several; first on ties), or best/best.json's value."""
+  evals = [e for e in eval_history(model_dir) if selection_value(e, metric) is not None]
   if evals:
-    return max(evals, key=lambda e: e[metric])
+    return max(evals, key=lambda e: selection_value(e, metric))
   best = grid.read_text(grid._join(model_dir, "best", "best.json"))
   if best:
     best = json.loads(best)
-    if best.get("metric") == metric:
+    if isinstance(metric, str) and best.get("metric") == metric:
       return {"step": best["step"], metric: best["value"]}
   return None
 
@@ -110,13 +133,40 @@ def run_score(run: grid.Run) -> float | None:
 
 # ------------------------------------------------------------------------------- tables
 
-def _scores(runs: Sequence[grid.Run], experiment: str) -> dict[tuple[str, str, str], float]:
-  """(size, variant, task) -> score, for finished-or-evaluated train runs."""
-  out = {}
+def _scores(runs: Sequence[grid.Run], experiment: str) -> dict[tuple[str, str, str], dict[int, float]]:
+  """(size, variant, task) -> {seed: score}, for finished-or-evaluated train runs."""
+  out: dict[tuple[str, str, str], dict[int, float]] = {}
   for r in runs:
     if r.kind == "train" and (score := run_score(r)) is not None:
-      out[(r.setting.size, VARIANTS[experiment](r.setting), r.setting.task)] = score
+      out.setdefault((r.setting.size, VARIANTS[experiment](r.setting), r.setting.task), {})[r.setting.seed] = score
   return out
+
+
+def _task_cell(by_seed: dict[int, float] | None) -> str:
+  return mean_std(list(by_seed.values())) if by_seed else ""
+
+
+def average_stats(scores: dict, size: str, variant: str, tasks: Sequence[str]) -> tuple[float, float | None, int]:
+  """(mean over tasks of the seed means, std over seeds of the per-seed averages or None, tasks done).
+
+  The std uses only seeds finished on every task; with fewer than two such seeds it is None.
+  """
+  per_task = [scores.get((size, variant, t)) or {} for t in tasks]
+  means = [statistics.fmean(d.values()) for d in per_task if d]
+  if not means:
+    return float("nan"), None, 0
+  common = set.intersection(*(set(d) for d in per_task)) if all(per_task) else set()
+  seed_avgs = [statistics.fmean(d[k] for d in per_task) for k in sorted(common)]
+  std = statistics.stdev(seed_avgs) if len(seed_avgs) > 1 else None
+  return statistics.fmean(means), std, len(means)
+
+
+def _average_cell(scores: dict, size: str, variant: str, tasks: Sequence[str]) -> str:
+  mean, std, done = average_stats(scores, size, variant, tasks)
+  if not done:
+    return ""
+  text = fmt(mean) + ("" if std is None else f" ± {std:.1f}")
+  return text if done == len(tasks) else f"{text} ({done}/{len(tasks)})"
 
 
 def per_task_table(experiment: str, runs: Sequence[grid.Run], sizes: Sequence[str],
@@ -126,11 +176,13 @@ def per_task_table(experiment: str, runs: Sequence[grid.Run], sizes: Sequence[st
   header = ["size"] + list(tasks) + ["average", "tasks done"]
   rows = []
   for z in sizes:
-    values = [scores.get((z, variant, t)) for t in tasks]
-    done = [v for v in values if v is not None]
-    rows.append([z] + [fmt(v) for v in values] + [mean_of(done, len(tasks)), f"{len(done)}/{len(tasks)}"])
-  notes = [f"{variant}, dev set, one run per cell (seed 0), the eval with the best early-stopping "
-           "metric; 'average' over the eight SuperGLUE tasks is the SuperGLUE score."]
+    cells = [_task_cell(scores.get((z, variant, t))) for t in tasks]
+    done = sum(bool(c) for c in cells)
+    rows.append([z] + cells + [_average_cell(scores, z, variant, tasks), f"{done}/{len(tasks)}"])
+  seeds = sorted({r.setting.seed for r in runs if r.kind == "train"})
+  notes = [f"{variant}, dev set, mean ± std over seeds {seeds} (the finished ones) of each run's eval with "
+           "the best early-stopping metric (multi-metric tasks: their mean); 'average' over the eight "
+           "SuperGLUE tasks is the SuperGLUE score, its std over seeds finished on every task."]
   if experiment == "main":
     paper = [published.table3(t, "average") for t in tasks]
     if list(tasks) == list(grid.SUPERGLUE_TASKS):
@@ -150,11 +202,9 @@ def ablation_table(experiment: str, runs: Sequence[grid.Run], sizes: Sequence[st
   variants = list(dict.fromkeys(VARIANTS[experiment](r.setting) for r in runs if r.kind == "train"))
   rows = []
   for z in sizes:
-    cells = [mean_of([v for t in tasks if (v := scores.get((z, var, t))) is not None], len(tasks))
-             for var in variants]
-    rows.append([z] + cells)
-  notes = [f"Mean SuperGLUE dev task score over {len(tasks)} task(s); '(k/n)': only k done. "
-           "The paper plots this figure without printed values."]
+    rows.append([z] + [_average_cell(scores, z, var, tasks) for var in variants])
+  notes = [f"Mean SuperGLUE dev task score over {len(tasks)} task(s), ± std over seeds; '(k/n)': only k "
+           "done. The paper plots this figure without printed values."]
   return Table(f"{experiment}: {grid.EXPERIMENTS[experiment].reproduces}", ["size"] + variants, rows, notes)
 
 
@@ -210,21 +260,13 @@ def transfer_table(runs: Sequence[grid.Run], sizes: Sequence[str], tasks: Sequen
       for method in ("model_tuning", "prompt_tuning"):
         mine = [r for r in runs if r.setting.task == src and r.setting.size == z and r.setting.method == method]
         picked = [e for r in mine if (e := best_eval(r.output_dir, "accuracy")) and "target/accuracy" in e]
-        cells = [_mean_std([e[f"target/{m}"] for e in picked]) for m in ("accuracy", "f1")]
+        cells = [mean_std([e[f"target/{m}"] for e in picked]) for m in ("accuracy", "f1")]
         paper = [published.table2(src, tgt, method, m) if z == "xxl" else None for m in ("accuracy", "f1")]
         rows.append([f"{src.upper()} -> {tgt.upper()}", z, method.replace("_", " ")] + cells +
                     [fmt(p.value if p else None) for p in paper] + [f"{len(picked)}/{len(mine)}"])
-  notes = [f"Paper: {published.TABLE2_SOURCE}. Ours: mean +- std over seeds of the target's dev "
+  notes = [f"Paper: {published.TABLE2_SOURCE}. Ours: mean ± std over seeds of the target's dev "
            "scores at the step with the best SOURCE dev accuracy (the target is never trained on)."]
   return Table("transfer: " + grid.EXPERIMENTS["transfer"].reproduces, header, rows, notes)
-
-
-def _mean_std(values: Sequence[float]) -> str:
-  if not values:
-    return ""
-  if len(values) == 1:
-    return fmt(values[0])
-  return f"{statistics.fmean(values):.1f} +- {statistics.stdev(values):.1f}"
 
 
 def runs_table(runs: Sequence[grid.Run]) -> Table:
@@ -235,8 +277,8 @@ def runs_table(runs: Sequence[grid.Run]) -> Table:
     if r.kind != "train":
       continue
     ev = best_eval(r.output_dir, r.setting.metric)
-    rows.append([r.name, grid.status(r), str(ev["step"]) if ev else "", r.setting.metric,
-                 fmt(ev.get(r.setting.metric) if ev else None), fmt(run_score(r))])
+    rows.append([r.name, grid.status(r), str(ev["step"]) if ev else "", "+".join(_names(r.setting.metric)),
+                 fmt(selection_value(ev, r.setting.metric) if ev else None), fmt(run_score(r))])
   return Table("runs", header, rows)
 
 
@@ -245,28 +287,42 @@ def runs_table(runs: Sequence[grid.Run]) -> Table:
 def size_series(runs: Sequence[grid.Run], experiment: str, sizes: Sequence[str],
                 tasks: Sequence[str]) -> dict[str, dict[str, float]]:
   """variant -> {size: mean task score}, only where every requested task is done."""
+  return {var: {z: m for z, (m, _) in by.items()} for var, by in size_stats(runs, experiment, sizes, tasks).items()}
+
+
+def size_stats(runs: Sequence[grid.Run], experiment: str, sizes: Sequence[str],
+               tasks: Sequence[str]) -> dict[str, dict[str, tuple[float, float | None]]]:
+  """variant -> {size: (mean task score, std over seeds or None)} where every task is done."""
   scores = _scores(runs, experiment)
   variants = dict.fromkeys(VARIANTS[experiment](r.setting) for r in runs if r.kind == "train")
-  out: dict[str, dict[str, float]] = {}
+  out: dict[str, dict[str, tuple[float, float | None]]] = {}
   for var in variants:
     for z in sizes:
-      values = [scores.get((z, var, t)) for t in tasks]
-      if all(v is not None for v in values):
-        out.setdefault(var, {})[z] = statistics.fmean(values)
+      mean, std, done = average_stats(scores, z, var, tasks)
+      if done == len(tasks):
+        out.setdefault(var, {})[z] = (mean, std)
   return out
 
 
-def plot_vs_size(series: dict[str, dict[str, float]], path: str, *, title: str,
-                 points: Sequence[tuple[str, str, float]] = ()) -> str:
-  """Score vs frozen-model parameters (log x), one line per series; `points` are
-  (label, size, value) reference markers (the paper's printed numbers)."""
+def plot_vs_size(series: dict[str, dict[str, Any]], path: str, *, title: str,
+                 points: Sequence[tuple[str, str, float]] = (), ylabel: str = "SuperGLUE dev score") -> str:
+  """Score vs frozen-model parameters (log x), one line per series with a ± std band where
+  the values are (mean, std) pairs; `points` are (label, size, value) reference markers
+  (the paper's printed numbers)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(5.6, 3.8))
   for label, by_size in series.items():
     sizes = [z for z in grid.SIZES if z in by_size]
-    ax.plot([published.MODEL_PARAMS[z] for z in sizes], [by_size[z] for z in sizes], marker="o", label=label)
+    x = [published.MODEL_PARAMS[z] for z in sizes]
+    stats = [v if isinstance(v, tuple) else (v, None) for v in (by_size[z] for z in sizes)]
+    means = [m for m, _ in stats]
+    (line,) = ax.plot(x, means, marker="o", label=label)
+    if any(sd for _, sd in stats):
+      sds = [sd or 0.0 for _, sd in stats]
+      ax.fill_between(x, [m - d for m, d in zip(means, sds)], [m + d for m, d in zip(means, sds)],
+                      color=line.get_color(), alpha=0.2, linewidth=0)
   for label, size, value in points:
     ax.scatter([published.MODEL_PARAMS[size]], [value], marker="*", s=140, color="black", zorder=3, label=label)
   if not series:
@@ -274,7 +330,7 @@ def plot_vs_size(series: dict[str, dict[str, float]], path: str, *, title: str,
   ax.set_xscale("log")
   ax.set_xlim(5e7, 2e10)
   ax.set_xlabel("frozen model parameters")
-  ax.set_ylabel("SuperGLUE dev score")
+  ax.set_ylabel(ylabel)
   ax.set_title(title, fontsize=10)
   if series or points:
     ax.legend(fontsize=8, loc="lower right")
@@ -285,12 +341,13 @@ def plot_vs_size(series: dict[str, dict[str, float]], path: str, *, title: str,
   return path
 
 
-def figure1(root: str, sizes: Sequence[str], tasks: Sequence[str], extra: Sequence[str], path: str) -> str:
-  """Figure 1: prompt tuning and model tuning vs size, from the same root."""
+def figure1(root: str, sizes: Sequence[str], tasks: Sequence[str], extra: Sequence[str], path: str,
+            seeds: Sequence[int] | None = None) -> str:
+  """Figure 1: prompt tuning and model tuning vs size (± std bands), from the same root."""
   series = {}
   for name, label in (("model_tuning", "Model Tuning (ours)"), ("main", "Prompt Tuning (ours)")):
-    runs = grid.expand(grid.EXPERIMENTS[name], root, sizes=sizes, tasks=tasks, extra=extra)
-    by_size = size_series(runs, name, sizes, tasks).get(VARIANTS[name](runs[0].setting))
+    runs = grid.expand(grid.EXPERIMENTS[name], root, sizes=sizes, tasks=tasks, extra=extra, seeds=seeds)
+    by_size = size_stats(runs, name, sizes, tasks).get(VARIANTS[name](runs[0].setting))
     if by_size:
       series[label] = by_size
   points = []
@@ -303,7 +360,7 @@ def figure1(root: str, sizes: Sequence[str], tasks: Sequence[str], extra: Sequen
 
 def aggregate(root: str, experiments: Sequence[str], *, sizes: Sequence[str] | None = None,
               tasks: Sequence[str] | None = None, out_dir: str | None = None,
-              extra: Sequence[str] = ()) -> dict[str, list[str]]:
+              extra: Sequence[str] = (), seeds: Sequence[int] | None = None) -> dict[str, list[str]]:
   """Write <out_dir>/<experiment>.{md,csv}, <experiment>_runs.csv and the PNGs
   (default out_dir: <root>/results) -> {experiment: [files written]}."""
   root = grid.absolute(root)
@@ -315,10 +372,10 @@ def aggregate(root: str, experiments: Sequence[str], *, sizes: Sequence[str] | N
     if name not in grid.EXPERIMENTS:
       raise ValueError(f"--experiment={name!r}; expected one of {sorted(grid.EXPERIMENTS)}")
     exp = grid.EXPERIMENTS[name]
-    runs = grid.expand(exp, root, sizes=sizes, tasks=tasks, extra=extra)
+    runs = grid.expand(exp, root, sizes=sizes, tasks=tasks, extra=extra, seeds=seeds)
     z = tuple(sizes or exp.sizes)
     t = tuple(tasks or exp.tasks)
-    table, png = _table_and_plot(name, runs, root, z, t, extra, out_dir)
+    table, png = _table_and_plot(name, runs, root, z, t, extra, out_dir, seeds)
     files = {f"{name}.md": _page(exp, table, png), f"{name}.csv": table.csv(),
              f"{name}_runs.csv": runs_table(runs).csv()}
     for fname, text in files.items():
@@ -328,13 +385,14 @@ def aggregate(root: str, experiments: Sequence[str], *, sizes: Sequence[str] | N
 
 
 def _table_and_plot(name: str, runs: Sequence[grid.Run], root: str, sizes: Sequence[str],
-                    tasks: Sequence[str], extra: Sequence[str], out_dir: str) -> tuple[Table, str | None]:
+                    tasks: Sequence[str], extra: Sequence[str], out_dir: str,
+                    seeds: Sequence[int] | None = None) -> tuple[Table, str | None]:
   plottable = "://" not in out_dir and all(z in published.MODEL_PARAMS for z in sizes)
   if name in ("main", "model_tuning", "demo"):
     table = per_task_table(name, runs, sizes, tasks)
     if not plottable or name == "demo":
       return table, None
-    return table, figure1(root, sizes, tasks, extra, grid._join(out_dir, "figure1.png"))
+    return table, figure1(root, sizes, tasks, extra, grid._join(out_dir, "figure1.png"), seeds)
   if name == "ensemble":
     return ensemble_table(runs, sizes, tasks), None
   if name == "transfer":
@@ -342,7 +400,7 @@ def _table_and_plot(name: str, runs: Sequence[grid.Run], root: str, sizes: Seque
   table = ablation_table(name, runs, sizes, tasks)
   png = None
   if plottable:
-    png = plot_vs_size(size_series(runs, name, sizes, tasks), grid._join(out_dir, f"{name}.png"),
+    png = plot_vs_size(size_stats(runs, name, sizes, tasks), grid._join(out_dir, f"{name}.png"),
                        title=f"{grid.EXPERIMENTS[name].reproduces}")
   return table, png
 

@@ -18,7 +18,7 @@ import numpy as np
 import tqdm
 
 from prompt_tuning_jax import data, distributed, sharding
-from prompt_tuning_jax.checkpoints import backbone, fs, train_state
+from prompt_tuning_jax.checkpoints import backbone, fs, t5x, train_state
 from prompt_tuning_jax.config import T5Config
 from prompt_tuning_jax.prompt import PROMPT_PATTERN, initializers, wrapper
 from prompt_tuning_jax.prompt import files as prompt_files
@@ -34,8 +34,12 @@ class NonFiniteError(FloatingPointError):
 
 @dataclasses.dataclass(frozen=True)
 class EarlyStopping:
-  """Stop when `metric` (e.g. 'accuracy') has not improved for `patience` evaluations."""
-  metric: str | None = None
+  """Stop when `metric` has not improved for `patience` evaluations.
+
+  `metric` is one eval metric ('accuracy') or several, selected on their mean (the paper's
+  rule for multi-metric tasks, e.g. ('macro_f1', 'accuracy') for CB).
+  """
+  metric: str | tuple[str, ...] | None = None
   mode: str = "max"
   patience: int | None = None
 
@@ -68,6 +72,9 @@ class TrainConfig:
   # A NaN/Inf loss or gradient norm: "stop" (raise NonFiniteError, keep the last good
   # checkpoint, save nothing) or "skip" (drop that update, record it, go on).
   on_nonfinite: str = "stop"
+  # Model tuning as the paper: start Adafactor from the checkpoint's second moments where it
+  # has them (T5X checkpoints; HF folders and random weights carry none).
+  restore_optimizer_state: bool = False
 
   def __post_init__(self):
     if self.on_nonfinite not in ("stop", "skip"):
@@ -135,6 +142,8 @@ class _Run:
     self.frozen_shardings = frozen_sh
     replicated = sharding.replicated(self.mesh)
     state = step_lib.init_state(jax.device_put(trainable, trainable_sh), self.optimizer, state_rng)
+    if cfg.restore_optimizer_state:
+      state = state.replace(opt_state=_checkpoint_optimizer_state(cfg.initial_checkpoint_path, state.opt_state))
     self.state_shardings = state_shardings(state, trainable_sh, self.mesh)
     self.state = jax.device_put(state, self.state_shardings)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
@@ -159,8 +168,24 @@ class _Run:
       self.meta.update({k: meta[k] for k in ("best", "evals_without_improvement", "history") if k in meta})
 
   def save(self) -> None:
+    """Train state, plus the prompt as a numpy checkpoint at the global step (as the original)."""
     step = int(self.state.step)
     self.checkpointer.save(step, self.state, dict(self.meta, data_position=step))
+    if self.cfg.prompt is not None and distributed.is_primary():
+      prompt = np.asarray(jax.device_get(wrapper.get_prompt(self.state.params)))
+      prompt_files.save_numpy_checkpoint(self.cfg.model_dir, self.checkpoint_step + step, prompt)
+
+
+def _checkpoint_optimizer_state(path: str, opt_state: Any) -> Any:
+  """The fresh optimizer state with the T5X checkpoint's Adafactor moments, where present."""
+  if backbone.detect_format(path) != "t5x":
+    logging.info("restore_optimizer_state: %s carries no optimizer state; Adafactor starts fresh", path)
+    return opt_state
+  index = t5x.open_t5x_checkpoint(path)
+  read = lambda name: index.read(name, states=True) if name in index.states else None
+  opt_state, count = optim.restore_adafactor_states(opt_state, read)
+  logging.info("restore_optimizer_state: %d Adafactor states restored from %s", count, path)
+  return opt_state
 
 
 def abstract_params(model: Any) -> Any:
@@ -272,13 +297,12 @@ def _evaluate(run: _Run, step: int, writer: "metric_writer.MetricsWriter") -> bo
   es = cfg.early_stopping
   if es.metric is None:
     return False
-  if es.metric not in scores:
-    raise KeyError(f"EarlyStopping.metric={es.metric!r} is not among the eval metrics {sorted(scores)}")
-  value = float(scores[es.metric])
+  value = selection_value(scores, es.metric)
   best = run.meta["best"]
   better = best is None or (value > best["value"] if es.mode == "max" else value < best["value"])
   if better:
-    run.meta["best"] = {"step": step, "metric": es.metric, "value": value}
+    run.meta["best"] = {"step": step, "global_step": run.checkpoint_step + step, "metric": es.metric,
+                        "value": value}
     run.meta["evals_without_improvement"] = 0
     if cfg.prompt is not None and distributed.is_primary():
       prompt_files.save_npy(fs.join(cfg.model_dir, "best", "prompt.npy"),
@@ -287,6 +311,15 @@ def _evaluate(run: _Run, step: int, writer: "metric_writer.MetricsWriter") -> bo
   else:
     run.meta["evals_without_improvement"] += 1
   return es.patience is not None and run.meta["evals_without_improvement"] >= es.patience
+
+
+def selection_value(scores: dict[str, float], metric: str | tuple[str, ...]) -> float:
+  """The early-stopping value: one metric, or the mean of several."""
+  names = (metric,) if isinstance(metric, str) else tuple(metric)
+  missing = [n for n in names if n not in scores]
+  if missing or not names:
+    raise KeyError(f"EarlyStopping.metric={metric!r}: {missing} not among the eval metrics {sorted(scores)}")
+  return float(np.mean([float(scores[n]) for n in names]))
 
 
 def _export(cfg: TrainConfig, run: _Run, trainable: Any) -> None:

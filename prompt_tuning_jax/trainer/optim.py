@@ -25,6 +25,7 @@ import re
 from typing import Any, Callable
 
 import jax
+import numpy as np
 import optax
 from flax import traverse_util
 
@@ -110,3 +111,43 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
 
 def global_norm(tree: Any) -> jax.Array:
   return optax.global_norm(tree)
+
+
+def restore_adafactor_states(opt_state: Any, read_state: Callable[[str], Any]) -> tuple[Any, int]:
+  """Put a T5X checkpoint's Adafactor second moments into optax's fresh state.
+
+  `read_state(name)` returns the checkpoint's `param_states/<path>/<v_row|v_col|v>` array
+  (or None when absent). T5X and optax both keep, for a factored [.., n, m] weight, the
+  row and column statistics with one dimension removed; they are matched by shape, so a
+  checkpoint that names its factored axes differently still lands right (square weights,
+  whose two statistics have the same shape, keep T5X's names). Counts stay optax's: the
+  decay schedule's step comes from `OptimConfig.step_offset`. -> (state, leaves restored).
+  """
+  restored = 0
+
+  def fill(state: optax.FactoredState) -> optax.FactoredState:
+    nonlocal restored
+    flat = {f: traverse_util.flatten_dict(getattr(state, f), sep="/") for f in ("v_row", "v_col", "v")}
+    out = {f: dict(flat[f]) for f in flat}
+    for path, v in flat["v"].items():
+      if not hasattr(v, "shape"):
+        continue  # a MaskedNode: this label's transform does not own the parameter
+      found = {f: read_state(f"{path}/{f}") for f in ("v_row", "v_col", "v")}
+      if any(a is None for a in found.values()):
+        continue
+      want = {f: tuple(flat[f][path].shape) for f in ("v_row", "v_col", "v")}
+      got = {f: tuple(np.shape(a)) for f, a in found.items()}
+      if (got["v_row"], got["v_col"]) == (want["v_col"], want["v_row"]) and want["v_row"] != want["v_col"]:
+        found["v_row"], found["v_col"] = found["v_col"], found["v_row"]
+        got["v_row"], got["v_col"] = got["v_col"], got["v_row"]
+      if got != want:
+        raise ValueError(f"Adafactor state of {path!r} in the checkpoint has shapes {got}; "
+                         f"the optimizer wants {want} (TrainConfig.restore_optimizer_state=False skips it)")
+      for f in found:
+        out[f][path] = jax.numpy.asarray(found[f], flat[f][path].dtype)
+      restored += 1
+    return state._replace(**{f: traverse_util.unflatten_dict(out[f], sep="/") for f in out})
+
+  is_factored = lambda x: isinstance(x, optax.FactoredState)
+  new = jax.tree.map(lambda x: fill(x) if is_factored(x) else x, opt_state, is_leaf=is_factored)
+  return new, restored

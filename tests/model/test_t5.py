@@ -156,3 +156,21 @@ def test_dropout_is_active_only_when_enabled():
                         rngs={"dropout": jax.random.PRNGKey(0)})
   np.testing.assert_array_equal(np.asarray(plain), np.asarray(again))
   assert np.abs(np.asarray(plain) - np.asarray(dropped)).max() > 1e-3
+
+
+def test_attention_dropout_mask_is_shared_over_batch_and_heads():
+  """Flaxformer's broadcast_dropout: the attention-weight mask [q, k] is one for every
+  batch row and head; the residual dropouts stay per example."""
+  from prompt_tuning_jax.model import layers
+  cfg = V11.replace(dropout_rate=0.5)
+  x = jax.random.normal(jax.random.PRNGKey(1), (3, 7, cfg.emb_dim))
+  attn = layers.Attention(cfg)
+  bias = jnp.zeros((1, 1, 7, 7))
+  variables = attn.init(jax.random.PRNGKey(0), x, x, bias, enable_dropout=False)
+  _, state = attn.apply(variables, x, x, bias, enable_dropout=True, rngs={"dropout": jax.random.PRNGKey(2)},
+                        capture_intermediates=True)
+  dropped = np.asarray(state["intermediates"]["Dropout_0"]["__call__"][0])  # [B, H, q, k], softmax > 0
+  assert dropped.shape == (3, cfg.num_heads, 7, 7)
+  kept = dropped != 0
+  assert 0.2 < kept.mean() < 0.8
+  np.testing.assert_array_equal(kept, np.broadcast_to(kept[:1, :1], kept.shape))

@@ -38,27 +38,29 @@ def test_main_dry_run_lists_every_run_with_its_command(tmp_path, capsys):
   assert reproduce.main(["--experiment=main", f"--root={tmp_path}", "--dry-run"]) == 0
   out = capsys.readouterr().out
   runs = _runs("main", tmp_path)
-  assert len(runs) == 40 and out.count(" todo ") == 40
+  assert len(runs) == 120 and out.count(" todo ") == 120  # 8 tasks x 5 sizes x 3 seeds
   rte = _by_name(runs)[f"{MAIN}/small/rte"]
   assert list(rte.command) == [
       "python", "-m", "prompt_tuning_jax.train", "--gin_file=models/t5_1_1_small.gin",
       "--gin_file=paper/main.gin", f"--gin.MODEL_DIR={tmp_path}/{MAIN}/small/rte",
       "--gin.MIXTURE_OR_TASK_NAME=superglue_rte_taskless", "--gin.EARLY_STOPPING_METRIC=accuracy",
       '--gin.CLASS_LABELS=["entailment", "not_entailment"]']
-  record = _by_name(runs)[f"{MAIN}/xxl/record"]  # no label words: sampled-vocab init
-  assert list(record.command[3:]) == [
+  record = _by_name(runs)["prompt_tuning/lm_adapted/class_labels/p100/seed2/xxl/record"]
+  assert list(record.command[3:]) == [  # footnote 7's init words; selection on mean(F1, EM)
       "--gin_file=models/t5_1_1_xxl.gin", "--gin_file=paper/main.gin",
-      f"--gin.MODEL_DIR={tmp_path}/{MAIN}/xxl/record", "--gin.MIXTURE_OR_TASK_NAME=superglue_record_taskless",
-      "--gin.EARLY_STOPPING_METRIC=f1", "--gin.PROMPT_INIT=@prompts.sampled_vocab()"]
+      f"--gin.MODEL_DIR={tmp_path}/prompt_tuning/lm_adapted/class_labels/p100/seed2/xxl/record",
+      "--gin.MIXTURE_OR_TASK_NAME=superglue_record_taskless", '--gin.EARLY_STOPPING_METRIC=("f1", "em")',
+      '--gin.CLASS_LABELS=["commonsense", "reasoning", "reading", "comprehension"]', "--gin.SEED=2"]
   assert shlex.join(rte.command) in out and shlex.join(record.command) in out
-  assert {(r.setting.size, r.setting.task) for r in runs} == {
-      (z, t) for z in experiments.SIZES for t in experiments.SUPERGLUE_TASKS}
+  assert {(r.setting.size, r.setting.task, r.setting.seed) for r in runs} == {
+      (z, t, k) for z in experiments.SIZES for t in experiments.SUPERGLUE_TASKS for k in (0, 1, 2)}
+  assert len(_runs("main", tmp_path, seeds=[0, 5, 7, 9])) == 160
 
 
 def test_run_counts_and_shared_runs(tmp_path):
   counts = {n: len(_runs(n, tmp_path)) for n, e in experiments.EXPERIMENTS.items() if not e.hidden}
-  assert counts == {"main": 40, "model_tuning": 40, "prompt_length": 200, "init": 120,
-                    "frozen_model": 80, "ensemble": 48, "transfer": 12}
+  assert counts == {"main": 120, "model_tuning": 120, "prompt_length": 600, "init": 360,
+                    "frozen_model": 240, "ensemble": 48, "transfer": 12}
   main = {r.output_dir for r in _runs("main", tmp_path)}
   for ablation in ("prompt_length", "init", "frozen_model"):  # their default point is the main run
     assert main <= {r.output_dir for r in _runs(ablation, tmp_path)}
@@ -189,7 +191,7 @@ def test_tpu_launcher_queues_the_experiment_on_the_vm(tmp_path, capfd):
   assert reproduce.main(["--experiment=main", "--launcher=tpu", "--root=gs://bucket/paper", "--sizes=small",
                          "--tpu_args=--dry-run --name pt --zone europe-west4-a", "--gin.NUM_PARTITIONS=2"]) == 0
   out = capfd.readouterr().out
-  assert "main: 8 runs, queued on the TPU VM" in out
+  assert "main: 24 runs, queued on the TPU VM" in out
   remote = out.strip().splitlines()[-1]  # run_tpu.sh --dry-run prints the gcloud command
   assert remote.startswith("gcloud compute tpus tpu-vm ssh pt --zone europe-west4-a --worker=all")
   for part in ("python -m prompt_tuning_jax.reproduce", "--experiment=main", "--root=gs://bucket/paper",
@@ -204,9 +206,13 @@ def _fake_prompt_runs(root):
   # RTE small: best accuracy 75 first reached at step 2000 (a later tie does not count).
   _write_metrics(runs[f"{MAIN}/small/rte"].output_dir,
                  [(1000, {"accuracy": 60.0}), (2000, {"accuracy": 75.0}), (3000, {"accuracy": 75.0})])
-  # CB small: picked by macro-F1 (80 at step 1000), score = mean(80, 90) = 85.
+  # RTE small, seed 1: 79 -> the cell is mean +- std of (75, 79) = 77.0 +- 2.8
+  _write_metrics(runs[f"{MAIN.replace('seed0', 'seed1')}/small/rte"].output_dir, [(1000, {"accuracy": 79.0})])
+  # CB small: picked by mean(macro-F1, accuracy): 85 at step 1000 beats 82.5 at 2000 (higher
+  # accuracy) and 84 at 3000 (higher macro-F1).
   _write_metrics(runs[f"{MAIN}/small/cb"].output_dir,
-                 [(1000, {"macro_f1": 80.0, "accuracy": 90.0}), (2000, {"macro_f1": 70.0, "accuracy": 95.0})])
+                 [(1000, {"macro_f1": 80.0, "accuracy": 90.0}), (2000, {"macro_f1": 70.0, "accuracy": 95.0}),
+                  (3000, {"macro_f1": 82.0, "accuracy": 86.0})])
   best = pathlib.Path(runs[f"{MAIN}/base/rte"].output_dir) / "best"  # no log: best.json only
   best.mkdir(parents=True)
   (best / "best.json").write_text(json.dumps({"step": 4000, "metric": "accuracy", "value": 66.0}))
@@ -230,15 +236,16 @@ def test_aggregate_builds_tables_and_plots(tmp_path):
                          "--sizes=small,base", "--tasks=rte,cb"]) == 0
   results = tmp_path / "results"
   main_md, main_csv = (results / "main.md").read_text(), (results / "main.csv").read_text()
-  assert "| small | 75.0 | 85.0 | 80.0 | 2/2 |" in main_md
+  assert "| small | 77.0 ± 2.8 | 85.0 | 81.0 | 2/2 |" in main_md
   assert "| base | 66.0 |  | 66.0 (1/2) | 1/2 |" in main_md
-  assert "| xxl (paper) | 92.6 |  |  |  |" in main_md  # Table 3 prints RTE, not CB
-  assert main_csv.splitlines()[:3] == ["size,rte,cb,average,tasks done", "small,75.0,85.0,80.0,2/2",
+  assert "| xxl (paper) | 92.6 | 99.2 |  |  |" in main_md  # CB: mean of 99.3 acc and 99.0 F1
+  assert main_csv.splitlines()[:3] == ["size,rte,cb,average,tasks done", "small,77.0 ± 2.8,85.0,81.0,2/2",
                                        "base,66.0,,66.0 (1/2),1/2"]
   runs_csv = (results / "main_runs.csv").read_text()
   assert f"{MAIN}/small/rte,started,2000,accuracy,75.0,75.0" in runs_csv
+  assert f"{MAIN}/small/cb,started,1000,macro_f1+accuracy,85.0,85.0" in runs_csv
   ablation = (results / "prompt_length.csv").read_text().splitlines()
-  assert ablation == ["size,P=1,P=5,P=20,P=100,P=150", "small,55.0,,,80.0,", "base,,,,66.0 (1/2),"]
+  assert ablation == ["size,P=1,P=5,P=20,P=100,P=150", "small,55.0,,,81.0,", "base,,,,66.0 (1/2),"]
   assert _is_png(results / "figure1.png") and _is_png(results / "prompt_length.png")
   assert report.size_series(_runs("model_tuning", tmp_path, sizes=["small"], tasks=["rte", "cb"]),
                             "model_tuning", ["small"], ["rte", "cb"]) == {"Model Tuning": {"small": 85.0}}
@@ -264,13 +271,13 @@ def test_aggregate_ensemble_and_transfer_tables(tmp_path):
   report.aggregate(str(tmp_path), ["transfer"])
   ens = (tmp_path / "results" / "ensemble.csv").read_text().splitlines()
   assert ens[1] == "xxl,rte,84.0,88.0,95.0,92.6,93.5,93.5"  # from the eval's member/vote scores
-  assert ens[2] == "xxl,cb,,,,,,"
+  assert ens[2] == "xxl,cb,,,,99.2,100.0,100.0"  # Table 3 CB: mean of accuracy and macro-F1
   assert ens[3] == "xxl,SuperGLUE,84.0 (1/2),88.0 (1/2),95.0 (1/2),,,"
   tr = (tmp_path / "results" / "transfer.csv").read_text().splitlines()
   # seed 0 picks step 2000 (best QQP accuracy): MRPC 74 / 82; seed 1: 78 / 86; std of (74, 78) = 2.83
-  assert "QQP -> MRPC,xxl,prompt tuning,76.0 +- 2.8,84.0 +- 2.8,76.3,84.3,2/3" in tr
+  assert "QQP -> MRPC,xxl,prompt tuning,76.0 ± 2.8,84.0 ± 2.8,76.3,84.3,2/3" in tr
   assert "QQP -> MRPC,xxl,model tuning,,,73.1,81.2,0/3" in tr
-  assert "MRPC -> QQP,xxl,prompt tuning,,,,,0/3" in tr
+  assert "MRPC -> QQP,xxl,prompt tuning,,,75.4,69.7,0/3" in tr
 
 
 # ---------------------------------------------------------------- a real tiny run
