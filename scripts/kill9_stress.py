@@ -3,8 +3,8 @@
   python scripts/kill9_stress.py [--trials 10] [--steps 8] [--seed 0] [--parallel 2] [--workdir DIR]
 
 One uninterrupted run gives the reference `prompt.npy`. Each trial starts the same run
-in a subprocess and SIGKILLs it: odd trials while a checkpoint is being written (a
-`*.orbax-checkpoint-tmp` folder exists under train_state/), even trials after a random
+in a subprocess and SIGKILLs it: odd trials while a random checkpoint is being written
+(its `<step>.orbax-checkpoint-tmp` folder exists under train_state/), even trials after a random
 number of logged steps plus a random delay. The trial is then rerun to completion (the
 resume path: leftover temp folders removed, newest intact step restored) and its final
 prompt compared bit for bit with the reference. Not part of CI: it takes minutes. The
@@ -83,8 +83,9 @@ def _kill_when(proc: subprocess.Popen, ready, timeout_s: float = 600) -> bool:
 def trial(model_dir: pathlib.Path, steps: int, during_checkpoint: bool, rng: random.Random) -> dict:
   proc = _start(model_dir, steps)
   if during_checkpoint:
-    killed = _kill_when(proc, lambda: bool(_tmp_dirs(model_dir)))
-    moment = "checkpoint write"
+    at = rng.choice(range(2, steps, 2))  # a checkpoint before the last step: resume restores an older one
+    killed = _kill_when(proc, lambda: any(n.startswith(f"{at}.") for n in _tmp_dirs(model_dir)))
+    moment = f"checkpoint {at} write"
   else:
     after, delay = rng.randint(1, steps - 1), rng.uniform(0, 0.05)
     killed = _kill_when(proc, lambda: _logged_steps(model_dir) >= after and (time.sleep(delay) or True))
