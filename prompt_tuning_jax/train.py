@@ -25,8 +25,9 @@ def main(argv: Sequence[str] | None = None) -> loop.TrainResult:
   args = cli.parse(parser, argv)
   distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
   config = cli.build_config(loop.TrainConfig)  # every field bound by gin
-  # config.gin is written only once the resume and compatibility checks have passed.
-  write_config = lambda: cli.write_operative_config(config.model_dir)  # noqa: E731
+  def write_config() -> None:  # only once the backbone loaded and the resume checks passed
+    cli.write_operative_config(config.model_dir)
+
   result = loop.train(config, on_ready=write_config if distributed.is_primary() else None)
   print(f"done: step {result.step}, best {result.best}, prompt in {config.model_dir}")
   return result

@@ -59,8 +59,8 @@ class TrainCheckpointer:
 
   Each save records a sha256 per state array in its metadata. Restoring walks from the
   newest step down: a damaged step (missing or unreadable item, bad metadata, checksum
-  mismatch) is named in a warning, moved aside as `<step>.damaged-<time>`, and the next
-  older step is tried. Temporary directories of an interrupted save are removed when the
+  mismatch) is named in a warning and the next older step is tried; once an intact one
+  is found the damaged ones are moved aside as `<step>.damaged-<time>`. Temporary directories of an interrupted save are removed when the
   checkpointer starts and when a save fails (e.g. a full disk).
   """
 
@@ -107,7 +107,7 @@ class TrainCheckpointer:
     damaged = []
     for candidate in steps:
       try:
-        return self._restore_step(abstract_state, candidate)
+        restored = self._restore_step(abstract_state, candidate)
       except CheckpointFingerprintError:
         raise
       except Exception as e:  # orbax raises KeyError, ValueError, JSONDecodeError, ... for damage
@@ -115,13 +115,16 @@ class TrainCheckpointer:
         if step is not None:
           raise DamagedCheckpointError(f"training checkpoint {where} is damaged: {type(e).__name__}: {e}") from e
         damaged.append(where)
-        logging.warning("training checkpoint %s is damaged (%s: %s); moved aside, falling back to an older step",
+        logging.warning("training checkpoint %s is damaged (%s: %s); falling back to an older step",
                         where, type(e).__name__, e)
+        continue
+      for where in damaged:  # out of the way of this run's next saves, kept for inspection
         self._move_aside(where)
+      return restored
     if damaged:
       raise DamagedCheckpointError(f"every training checkpoint under {self.directory} is damaged "
-                                   f"({', '.join(damaged)}, moved aside as *.damaged-*); delete "
-                                   f"{self.directory} to start afresh")
+                                   f"({', '.join(damaged)}); nothing was changed. Delete {self.directory} "
+                                   "to start afresh.")
     return None
 
   def _restore_step(self, abstract_state: Any, step: int) -> tuple[Any, dict]:

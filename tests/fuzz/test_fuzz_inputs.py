@@ -1,0 +1,15 @@
+"""Every generated bad input is refused naming its file and key or line; every good one
+loads equal to the original (tests/fuzz/cases*.py build them)."""
+import cases
+import cases_data  # noqa: F401  (registers its cases)
+import cases_more  # noqa: F401
+import pytest
+
+
+def test_there_are_at_least_60_cases():
+  assert len(cases.CASES) >= 60
+
+
+@pytest.mark.parametrize("name", sorted(cases.CASES))
+def test_case(name, tmp_path):
+  assert cases.run_case(name, tmp_path / "case") in ("refused", "loaded")
