@@ -161,6 +161,7 @@ def _split_like(tree: Any, cfg: TrainConfig) -> tuple[Any, Any]:
 
 def train(cfg: TrainConfig) -> TrainResult:
   """Train the trainable subtree of `cfg` to `train_steps`, resuming from MODEL_DIR."""
+  distributed.require_initialized()  # several processes acting alone would share MODEL_DIR
   fs.makedirs(cfg.model_dir)
   run = _Run(cfg)
   run.resume()
