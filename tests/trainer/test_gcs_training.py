@@ -13,10 +13,10 @@ import subprocess
 import sys
 import time
 
-import gin
 import numpy as np
 import pytest
 
+import gin
 from prompt_tuning_jax import eval as eval_cmd
 from prompt_tuning_jax import export
 from prompt_tuning_jax.checkpoints import fs
