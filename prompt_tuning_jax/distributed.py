@@ -1,4 +1,4 @@
-"""Multi-host start-up: one call that works on a laptop, a TPU pod, SLURM or a GPU cluster.
+"""Multi-host start-up: one call that works on a laptop, a TPU pod, SLURM, MPI, Kubernetes.
 
 Every process of a multi-host job runs the same program; `jax.distributed.initialize`
 must run first in each, before any computation, so that `jax.devices()` lists the
@@ -7,43 +7,107 @@ there and callers can call it unconditionally.
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import glob
 import importlib.util
 import logging
 import os
+from typing import Mapping
 
 import jax
 from jax.experimental import multihost_utils
 
+CLUSTERS = ("slurm", "openmpi", "mpi4py", "k8s", "tpu")
+_JAX_METHOD = {"slurm": "slurm", "openmpi": "ompi", "mpi4py": "mpi4py", "k8s": None, "tpu": None}
+DEFAULT_TIMEOUT_S = 300
 
-def detect_cluster() -> str | None:
-  """Name of the multi-process environment jax can configure itself from, else None.
 
-  'slurm' (srun with >1 task), 'openmpi' (mpirun with >1 rank) or 'tpu' (a Cloud TPU
-  VM: jax reads the worker list from the TPU metadata, one process per host).
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+  """A multi-process environment seen in the environment variables (no network calls)."""
+  name: str  # one of CLUSTERS
+  num_processes: int | None  # None: only the scheduler knows (Kubernetes, TPU from devices)
+  evidence: str  # the variables that say so, for error messages
+
+
+def _int(env: Mapping[str, str], key: str, default: int = 1) -> int:
+  try:
+    return int(env.get(key, default))
+  except ValueError:
+    return default
+
+
+def find_cluster(env: Mapping[str, str] | None = None) -> Cluster | None:
+  """The multi-process environment jax can configure itself from, else None.
+
+  'slurm' (srun with >1 task), 'openmpi' (mpirun with >1 rank), 'mpi4py' (other MPIs:
+  PMI_SIZE > 1, needs mpi4py), 'k8s' (an indexed Kubernetes Job or JobSet: needs the
+  `kubernetes` package, jax[k8s]), 'tpu' (a Cloud TPU VM: jax reads the worker list from
+  the TPU metadata, one process per host).
   """
-  env = os.environ
+  env = os.environ if env is None else env
   slurm = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
-  if all(k in env for k in slurm) and int(env["SLURM_NTASKS"]) > 1:
-    return "slurm"
-  if "OMPI_MCA_orte_hnp_uri" in env and int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
-    return "openmpi"
+  if all(k in env for k in slurm) and _int(env, "SLURM_NTASKS") > 1:
+    return Cluster("slurm", _int(env, "SLURM_NTASKS"), f"SLURM_NTASKS={env['SLURM_NTASKS']}")
+  if "OMPI_MCA_orte_hnp_uri" in env and _int(env, "OMPI_COMM_WORLD_SIZE") > 1:
+    return Cluster("openmpi", _int(env, "OMPI_COMM_WORLD_SIZE"), f"OMPI_COMM_WORLD_SIZE={env['OMPI_COMM_WORLD_SIZE']}")
+  for key in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE"):
+    if _int(env, key) > 1:
+      return Cluster("mpi4py", _int(env, key), f"{key}={env[key]}")
+  if "KUBERNETES_SERVICE_HOST" in env and "JOB_COMPLETION_INDEX" in env:
+    return Cluster("k8s", None, f"KUBERNETES_SERVICE_HOST and JOB_COMPLETION_INDEX={env['JOB_COMPLETION_INDEX']}")
   if env.get("JAX_PLATFORMS", "") not in ("", "tpu"):
     return None  # e.g. JAX_PLATFORMS=cpu on a TPU VM: stay single-process
-  tpu_devices = env.get("TPU_WORKER_HOSTNAMES") or glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*")
+  hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
+  tpu_devices = hosts or glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*")
   if tpu_devices and importlib.util.find_spec("libtpu") is not None:
-    return "tpu"
+    return Cluster("tpu", len(hosts) or None, f"TPU_WORKER_HOSTNAMES={env.get('TPU_WORKER_HOSTNAMES', '')}")
   return None
 
 
+def detect_cluster() -> str | None:
+  """Name of the multi-process environment (see `find_cluster`), else None."""
+  found = find_cluster()
+  return found.name if found else None
+
+
+def _expects_several(cluster: Cluster | None, env: Mapping[str, str]) -> bool:
+  if cluster is None:
+    return False
+  if cluster.num_processes is not None:
+    return cluster.num_processes > 1
+  return cluster.name == "k8s" and _int(env, "JOB_COMPLETION_INDEX", 0) > 0  # index > 0: not alone
+
+
+def require_initialized(env: Mapping[str, str] | None = None) -> None:
+  """Refuse to run alone where the environment says several processes were started:
+  each would act as the primary and write the same MODEL_DIR."""
+  env = os.environ if env is None else env
+  cluster = find_cluster(env)
+  if _expects_several(cluster, env) and jax.process_count() == 1:
+    raise RuntimeError(
+        f"a multi-process {cluster.name} job was detected ({cluster.evidence}) but jax.distributed is not "
+        "initialised, so every process would act as the primary on the same MODEL_DIR. Call "
+        "distributed.initialize() first (the commands do), or pass --coordinator_address, --num_processes "
+        "and --process_id; unset those variables to run a single process.")
+
+
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, local_device_ids: list[int] | None = None) -> bool:
+               process_id: int | None = None, local_device_ids: list[int] | None = None, *,
+               cluster: str = "auto", timeout_s: int = DEFAULT_TIMEOUT_S) -> bool:
   """Join the multi-process job; returns True when jax.distributed is running.
 
-  With `coordinator_address` ('host:port' of process 0; GPU clusters without SLURM)
-  all three flags --coordinator_address/--num_processes/--process_id are required.
-  Without flags the environment is auto-detected (`detect_cluster`); none -> no-op.
+  With `coordinator_address` ('host:port' of process 0) all three flags
+  --coordinator_address/--num_processes/--process_id are required and win over the
+  environment. Else `cluster` 'auto' detects it (`find_cluster`), a name from CLUSTERS
+  forces it, and 'none' stays single-process (refused when the environment says
+  several processes run). `timeout_s`: how long to wait for every process to join.
   """
+  if cluster not in ("auto", "none") + CLUSTERS:
+    raise ValueError(f"--cluster must be one of {('auto', 'none') + CLUSTERS}, got {cluster!r}")
+  if timeout_s <= 0:
+    raise ValueError(f"--distributed_timeout_s must be > 0, got {timeout_s}")
   if jax.distributed.is_initialized():
     return True
   explicit = (coordinator_address, num_processes, process_id)
@@ -51,16 +115,47 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     _check_flags(coordinator_address, num_processes, process_id)
     kwargs = dict(coordinator_address=coordinator_address, num_processes=num_processes,
                   process_id=process_id, local_device_ids=local_device_ids)
+  elif cluster == "none":
+    require_initialized()
+    return False
   else:
-    cluster = detect_cluster()
-    if cluster is None:
+    found = find_cluster()
+    name = found.name if cluster == "auto" and found else cluster
+    if name == "auto":
       return False
-    logging.info("distributed: auto-detected %s environment", cluster)
-    kwargs = dict(local_device_ids=local_device_ids)
-  jax.distributed.initialize(**kwargs)  # raises if jax already started a backend
+    _check_backend(name, found)
+    logging.info("distributed: %s environment (%s)", name, found.evidence if found else "forced")
+    kwargs = dict(local_device_ids=local_device_ids, cluster_detection_method=_JAX_METHOD[name])
+  jax.distributed.initialize(initialization_timeout=timeout_s, **kwargs)  # raises if a backend already started
   logging.info("distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
   return True
+
+
+def _check_backend(name: str, found: Cluster | None) -> None:
+  """The packages jax's own detection needs, named before it fails obscurely."""
+  needs = {"k8s": ("kubernetes", "jax[k8s]"), "mpi4py": ("mpi4py", "mpi4py")}
+  if name in needs and importlib.util.find_spec(needs[name][0]) is None:
+    where = found.evidence if found else f"--cluster={name}"
+    raise RuntimeError(f"{name} job detected ({where}) but the {needs[name][0]} package is missing: "
+                       f"pip install {needs[name][1]}, or pass --coordinator_address, --num_processes "
+                       "and --process_id")
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+  """The multi-process flags every command shares."""
+  parser.add_argument("--coordinator_address", default=None, help="host:port of process 0 (overrides detection)")
+  parser.add_argument("--num_processes", type=int, default=None)
+  parser.add_argument("--process_id", type=int, default=None)
+  parser.add_argument("--cluster", default="auto", choices=("auto", "none") + CLUSTERS,
+                      help="multi-process environment: auto-detect, force one, or 'none'")
+  parser.add_argument("--distributed_timeout_s", type=int, default=DEFAULT_TIMEOUT_S,
+                      help="seconds to wait for every process to join")
+
+
+def initialize_from_flags(args: argparse.Namespace) -> bool:
+  return initialize(args.coordinator_address, args.num_processes, args.process_id, cluster=args.cluster,
+                    timeout_s=args.distributed_timeout_s)
 
 
 def _check_flags(coordinator_address: str | None, num_processes: int | None, process_id: int | None) -> None:

@@ -5,8 +5,10 @@
     --gin.MIXTURE_OR_TASK_NAME=superglue_rte_taskless \
     --gin.TASK_FEATURE_LENGTHS="{'inputs': 512, 'targets': 8}" --gin.TRAIN_STEPS=30000
 
-Multi-host (GPU clusters): add --coordinator_address=host:port --num_processes=N
---process_id=i; TPU pods and SLURM are detected from the environment.
+Multi-host: TPU pods, SLURM, Open MPI and indexed Kubernetes Jobs/JobSets (with jax[k8s]) are
+detected from the environment (--cluster forces one, or 'none'); elsewhere add
+--coordinator_address=host:port --num_processes=N --process_id=i. --distributed_timeout_s bounds
+the wait for every process. SIGTERM (preemption) saves a checkpoint and exits 0; rerun to resume.
 """
 from __future__ import annotations
 
@@ -19,11 +21,9 @@ from prompt_tuning_jax.trainer import loop
 
 def main(argv: Sequence[str] | None = None) -> loop.TrainResult:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--coordinator_address", default=None)
-  parser.add_argument("--num_processes", type=int, default=None)
-  parser.add_argument("--process_id", type=int, default=None)
+  distributed.add_flags(parser)
   args = cli.parse(parser, argv)
-  distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+  distributed.initialize_from_flags(args)
   config = cli.build_config(loop.TrainConfig)  # every field bound by gin
   def write_config() -> None:  # only once the backbone loaded and the resume checks passed
     cli.write_operative_config(config.model_dir)

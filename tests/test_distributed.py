@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -117,3 +118,73 @@ def test_initialize_flag_errors():
     distributed.initialize("10.0.0.1", 2, 0)
   with pytest.raises(ValueError, match=r"--process_id must be in \[0, --num_processes=2\), got 2"):
     distributed.initialize("10.0.0.1:1234", 2, 2)
+
+
+_CLUSTER_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID",
+                 "OMPI_MCA_orte_hnp_uri", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE",
+                 "KUBERNETES_SERVICE_HOST", "JOB_COMPLETION_INDEX", "TPU_WORKER_HOSTNAMES")
+
+
+@pytest.fixture
+def bare_env(monkeypatch):
+  for var in _CLUSTER_VARS:
+    monkeypatch.delenv(var, raising=False)
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  return monkeypatch
+
+
+@pytest.mark.parametrize("env,name,count", [
+    (dict(PMI_SIZE="4"), "mpi4py", 4),
+    (dict(KUBERNETES_SERVICE_HOST="10.0.0.1", JOB_COMPLETION_INDEX="3"), "k8s", None),
+    (dict(SLURM_JOB_ID="7", SLURM_STEP_NODELIST="n[1-4]", SLURM_NTASKS="4", SLURM_PROCID="1",
+          SLURM_LOCALID="0"), "slurm", 4),
+    (dict(KUBERNETES_SERVICE_HOST="10.0.0.1"), None, None),  # a pod that is not an indexed Job
+    (dict(PMI_SIZE="1"), None, None),
+])
+def test_find_cluster_kubernetes_mpi_slurm(bare_env, env, name, count):
+  for k, v in env.items():
+    bare_env.setenv(k, v)
+  found = distributed.find_cluster()
+  assert (found.name, found.num_processes) == (name, count) if name else found is None
+
+
+def test_multi_process_env_without_initialize_is_refused(bare_env):
+  """This process runs alone (jax.process_count() == 1) where the env says 4 tasks."""
+  for k, v in dict(SLURM_JOB_ID="7", SLURM_STEP_NODELIST="n[1-4]", SLURM_NTASKS="4", SLURM_PROCID="1",
+                   SLURM_LOCALID="0").items():
+    bare_env.setenv(k, v)
+  with pytest.raises(RuntimeError, match=r"multi-process slurm job was detected \(SLURM_NTASKS=4\)"):
+    distributed.require_initialized()
+  with pytest.raises(RuntimeError, match="every process would act as the primary"):
+    distributed.initialize(cluster="none")
+
+
+def test_kubernetes_index_zero_alone_is_allowed_and_missing_package_is_named(bare_env):
+  bare_env.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+  bare_env.setenv("JOB_COMPLETION_INDEX", "0")
+  distributed.require_initialized()  # index 0 could be a one-pod job
+  bare_env.setenv("JOB_COMPLETION_INDEX", "2")
+  with pytest.raises(RuntimeError, match="k8s"):
+    distributed.require_initialized()
+  import importlib.util
+  if importlib.util.find_spec("kubernetes") is None:  # this venv: the package is absent
+    with pytest.raises(RuntimeError, match=r"kubernetes package is missing: pip install jax\[k8s\]"):
+      distributed.initialize()
+
+
+def test_cluster_and_timeout_flags_are_checked():
+  with pytest.raises(ValueError, match="--cluster must be one of"):
+    distributed.initialize(cluster="yarn")
+  with pytest.raises(ValueError, match="--distributed_timeout_s must be > 0"):
+    distributed.initialize(timeout_s=0)
+
+
+def test_timeout_flag_reaches_jax():
+  """A lone process 1 of 2 gives up after --distributed_timeout_s (jax aborts it with
+  DEADLINE_EXCEEDED) instead of waiting jax's default 5 minutes."""
+  code = f"from prompt_tuning_jax import distributed; distributed.initialize('127.0.0.1:{_free_port()}', 2, 1, timeout_s=3)"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="0")
+  t = time.time()
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+  assert out.returncode != 0 and "DEADLINE_EXCEEDED" in out.stderr, out.stderr[-2000:]
+  assert time.time() - t < 90

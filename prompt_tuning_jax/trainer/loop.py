@@ -211,6 +211,7 @@ def train(cfg: TrainConfig, on_ready: Callable[[], None] | None = None) -> Train
 
   Nothing is written under MODEL_DIR until the backbone has loaded and the resume checks
   have passed; `on_ready` (e.g. writing config.gin) runs at that point."""
+  distributed.require_initialized()  # several processes acting alone would share MODEL_DIR
   run = _Run(cfg)
   run.resume()
   fs.makedirs(cfg.model_dir)
