@@ -58,7 +58,10 @@ def grid(args: argparse.Namespace) -> None:
   for size, topology, remat, micro in itertools.product(args.sizes, args.topologies, args.remat, args.microbatches):
     model = min(MODEL_PARALLEL[size], memory_plan.parse_topology(topology).num_devices)
     run = memory_plan.RunShape(remat=remat, num_microbatches=micro, param_dtype=args.weight_dtype)
-    print(_row(size, topology, model, run), flush=True)
+    try:
+      print(_row(size, topology, model, run, compile_it=not args.analytic_only), flush=True)
+    except ValueError as e:  # e.g. fewer rows per replica than microbatches: the planner refuses
+      print(f"| {size} | {topology} | - | {args.weight_dtype} | {remat} | {micro} | refused: {e} |", flush=True)
 
 
 def collectives(args: argparse.Namespace) -> None:
@@ -111,6 +114,7 @@ def main() -> None:
   p.add_argument("--remat", nargs="+", default=["none", "full"])
   p.add_argument("--microbatches", nargs="+", type=int, default=[1, 4])
   p.add_argument("--weight_dtype", default="float32", choices=("float32", "bfloat16"))
+  p.add_argument("--analytic_only", action="store_true", help="grid without compiling (seconds instead of hours)")
   args = p.parse_args()
   {"grid": grid, "collectives": collectives, "fit": fit}[args.mode](args)
 
