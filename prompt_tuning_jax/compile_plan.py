@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import re
 import time
 from typing import Any
@@ -79,6 +80,9 @@ def topology_devices(name: str) -> list[Any]:
   if name not in TPU_TOPOLOGIES:
     raise ValueError(f"--compile: no TPU topology {name!r}; known: {', '.join(TPU_TOPOLOGIES)}")
   topology, chip_config = TPU_TOPOLOGIES[name]
+  # Compiling needs no chip: let several processes (plans, tests) load libtpu at once
+  # instead of the first one holding /tmp/libtpu_lockfile.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   try:
     return list(topologies.get_topology_desc(topology_name=topology, platform="tpu", chip_config_name=chip_config,
