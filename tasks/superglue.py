@@ -87,6 +87,8 @@ def glue_text(x: Mapping[str, tf.Tensor], task: str) -> dict[str, tf.Tensor]:
       ex["idx/" + key] = x["idx"][key]
   else:
     ex["idx"] = x["idx"]
+  if "pair_id" in x:  # AX-g from the official files: Winogender pairs
+    ex["pair_id"] = x["pair_id"]
   ex["inputs"] = inputs
   return ex
 
