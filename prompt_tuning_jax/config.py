@@ -33,6 +33,8 @@ class T5Config:
   mlp_dim: int = 1024
   mlp_activations: tuple[str, ...] = ("gelu", "linear")
   dropout_rate: float = 0.0
+  # Flaxformer's broadcast_dropout: one attention-dropout mask per [q, k], shared over batch and heads.
+  broadcast_attention_dropout: bool = True
   logits_via_embedding: bool = False
   dtype: str = "float32"  # activation dtype; params and logits stay float32
   relative_attention_num_buckets: int = 32

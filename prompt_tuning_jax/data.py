@@ -34,10 +34,18 @@ class DataConfig:
   eval_split: str = "validation"
   seed: int = 0
   pack: bool = False
+  # Evaluation as T5X's infer_eval (task_feature_lengths=None): None keeps eval inputs whole
+  # and decodes up to the split's longest target; an int cuts / caps them instead.
+  eval_inputs_length: int | None = None
+  eval_targets_length: int | None = None
 
   def __post_init__(self):
     if self.batch_size <= 0:
       raise ValueError(f"DataConfig.batch_size must be > 0, got {self.batch_size}")
+    for name in ("eval_inputs_length", "eval_targets_length"):
+      value = getattr(self, name)
+      if value is not None and (not isinstance(value, int) or value < 2):
+        raise ValueError(f"DataConfig.{name} must be None (untruncated) or an int >= 2, got {value!r}")
     missing = {"inputs", "targets"} - set(self.task_feature_lengths)
     if missing:
       raise ValueError(f"DataConfig.task_feature_lengths={dict(self.task_feature_lengths)} lacks {sorted(missing)}")
@@ -101,11 +109,26 @@ def train_batches(cfg: DataConfig, *, skip_batches: int = 0, shard_id: int = 0,
 
 
 def eval_examples(cfg: DataConfig, split: str | None = None) -> list[dict]:
-  """Every example of the eval split once, with its raw text fields, in order."""
+  """Every example of the eval split once, untruncated (EOS-terminated), with its raw text
+  fields, in order; `cut_eval_inputs` applies DataConfig.eval_inputs_length."""
   task = get_task(cfg)
-  ds = task.get_dataset(dict(cfg.task_feature_lengths), split=split or cfg.eval_split,
-                        shuffle=False, num_epochs=1, use_cached=False)
+  ds = task.get_dataset(None, split=split or cfg.eval_split, shuffle=False, num_epochs=1, use_cached=False)
   return list(ds.as_numpy_iterator())
+
+
+def cut_eval_inputs(ids: np.ndarray, length: int | None, eos_id: int = 1) -> np.ndarray:
+  """Eval input ids, whole (length None) or cut to `length` keeping the final EOS (seqio's trim)."""
+  ids = np.asarray(ids)
+  if length is None or len(ids) <= length:
+    return ids
+  return np.concatenate([ids[: length - 1], np.asarray([eos_id], ids.dtype)])
+
+
+def eval_decode_length(cfg: DataConfig, examples: list[dict]) -> int:
+  """Decoding budget: DataConfig.eval_targets_length, else the split's longest target (EOS included)."""
+  if cfg.eval_targets_length is not None:
+    return cfg.eval_targets_length
+  return max([len(ex["targets"]) for ex in examples if "targets" in ex] or [cfg.task_feature_lengths["targets"]])
 
 
 def pad_batch(examples: list[Batch], batch_size: int) -> tuple[Batch, np.ndarray]:

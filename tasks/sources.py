@@ -162,7 +162,7 @@ def read_jsonl(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]:
 
 def _class_index(task: str, label: Any, where: str) -> int:
   """TFDS ClassLabel index of an official label (bool, 0/1 or string)."""
-  if label is None:
+  if label is None or (not isinstance(label, bool) and label == -1):  # unlabeled (test) rows
     return -1
   names = LABEL_NAMES[task]
   if task == "copa":  # 0 -> choice1, 1 -> choice2
@@ -261,6 +261,8 @@ def _convert_row(task: str, row: Mapping[str, Any], where: str) -> list[dict]:
   if task == "wsc":
     _fix_wsc_span(ex, "span1")
     _fix_wsc_span(ex, "span2")
+  if task == "axg" and "pair_id" in row:  # Winogender pairs, for the gender-parity score
+    ex["pair_id"] = int(row["pair_id"])
   return [ex]
 
 
@@ -300,6 +302,8 @@ def examples_to_dataset(task: str, examples: Sequence[Mapping[str, Any]]
       columns.setdefault(outer, {})[inner] = col
     else:
       columns[key] = col
+  if task == "axg" and examples and all("pair_id" in ex for ex in examples):
+    columns["pair_id"] = tf.constant([ex["pair_id"] for ex in examples], tf.int32, [len(examples)])
   return tf.data.Dataset.from_tensor_slices(columns)
 
 

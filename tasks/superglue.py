@@ -87,6 +87,8 @@ def glue_text(x: Mapping[str, tf.Tensor], task: str) -> dict[str, tf.Tensor]:
       ex["idx/" + key] = x["idx"][key]
   else:
     ex["idx"] = x["idx"]
+  if "pair_id" in x:  # AX-g from the official files: Winogender pairs
+    ex["pair_id"] = x["pair_id"]
   ex["inputs"] = inputs
   return ex
 
@@ -352,6 +354,10 @@ def register_superglue(vocabulary: seqio.Vocabulary, samples_dir: str) -> None:
                 vocabulary)
     _add_mixture(mixture_name(taskless),
                  {task_name(t, taskless): r for t, r in MIXTURE_RATES.items()})
+    # The leaderboard's ten test sets (8 tasks + AX-b + AX-g): `eval --split=test` on it
+    # writes one submission file per task.
+    _add_mixture(("superglue_submission" + ("_taskless" if taskless else "")),
+                 {task_name(t, taskless): 1.0 for t in TASKS})
     _add_mixture(mixture_name(taskless, sample=True),
                  {task_name(t, taskless, sample=True): 1.0
                   for t in SAMPLE_TASKS})

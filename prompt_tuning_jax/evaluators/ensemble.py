@@ -106,19 +106,19 @@ class EnsembleEvaluator:
     self.mode = self.task_data.mode_for(eval_config.mode)
     self.batch_size = eval_config.batch_size or data_config.batch_size
     self.output_dir = eval_config.output_dir
-    self.predictor = task_evaluator.make_predictor(model, data_config, eval_config)
+    self.predictor = task_evaluator.make_predictor(model, eval_config, self.task_data.decode_length)
 
   def member_outputs(self, params: Any) -> tuple[list[list[str]], np.ndarray, np.ndarray]:
     """-> (texts [E][N], scores [E, N], candidate token ids or label scores [E, N, ...])."""
     n, td = self.num_prompts, self.task_data
     inputs, ids = tile_examples(td.inputs, n)
     if self.mode == "rank":
-      cand = predictor.run_batched(lambda x, p: self.predictor.score(params, x, td.candidates, p),
+      cand = predictor.run_by_length(lambda x, p: self.predictor.score(params, x, td.candidates, p),
                                     [inputs, ids], self.batch_size).reshape(len(td.examples), n, -1)
       best = np.argmax(cand, axis=2)
       texts = [[td.labels[c] for c in row] for row in best]
       return texts, np.take_along_axis(cand, best[:, :, None], axis=2)[:, :, 0], cand
-    tokens, scores = predictor.run_batched(
+    tokens, scores = predictor.run_by_length(
         lambda x, p: self.predictor.generate(params, x, p, mode=self.mode), [inputs, ids], self.batch_size)
     out = predictor.outputs_from_tokens(td.vocab, tokens, scores)
     e = len(td.examples)
@@ -132,7 +132,7 @@ class EnsembleEvaluator:
       return [self.task_data.labels[i] for i in best]
     inputs, ids = tile_examples(self.task_data.inputs, self.num_prompts)
     cands = np.repeat(extra, self.num_prompts, axis=0)  # [E * N, N candidates, T]
-    scores = predictor.run_batched(lambda x, c, p: self.predictor.score(params, x, c, p),
+    scores = predictor.run_by_length(lambda x, c, p: self.predictor.score(params, x, c, p),
                                     [inputs, cands, ids], self.batch_size)
     best, _ = average_scores(scores.reshape(len(texts), self.num_prompts, -1))
     return [row[i] for row, i in zip(texts, best)]

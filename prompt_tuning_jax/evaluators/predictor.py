@@ -84,6 +84,34 @@ def run_batched(fn: Callable[..., Any], arrays: Sequence[np.ndarray | None], bat
   return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
 
 
+def bucket_length(n: int, minimum: int = 16) -> int:
+  """The next power of two >= n (at least `minimum`): few distinct shapes, few compilations."""
+  return max(minimum, 1 << max(0, int(n) - 1).bit_length())
+
+
+def token_lengths(tokens: np.ndarray) -> np.ndarray:
+  """[N, L] zero-padded ids -> [N] lengths (up to the last non-zero id)."""
+  nonzero = tokens > 0
+  return np.where(nonzero.any(1), tokens.shape[1] - np.argmax(nonzero[:, ::-1], axis=1), 0)
+
+
+def run_by_length(fn: Callable[..., Any], arrays: Sequence[np.ndarray | None], batch_size: int) -> Any:
+  """`run_batched` over rows sorted by the length of `arrays[0]` (the [N, L] input ids), each
+  batch's inputs cut to its bucketed longest row: untruncated inputs cost memory per batch,
+  not per split. Outputs come back in the original row order."""
+  tokens = arrays[0]
+  lengths = token_lengths(tokens)
+  order = np.argsort(-lengths, kind="stable")
+  outs = []
+  for start in range(0, len(order), batch_size):
+    rows = order[start:start + batch_size]
+    width = min(tokens.shape[1], bucket_length(lengths[rows].max()))
+    chunk = [tokens[rows, :width]] + [None if a is None else a[rows] for a in arrays[1:]]
+    outs.append(run_batched(fn, chunk, batch_size))
+  inverse = np.argsort(order)
+  return jax.tree.map(lambda *xs: np.concatenate(xs)[inverse], *outs)
+
+
 @dataclasses.dataclass
 class Outputs:
   """Model outputs for N examples: best text and score, plus mode-specific detail."""

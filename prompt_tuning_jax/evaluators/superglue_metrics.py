@@ -135,6 +135,18 @@ def multirc_scores(targets: Sequence[int], predictions: Sequence[int],
           "em": 100.0 * float(np.mean(list(correct.values())))}
 
 
+def gender_parity(pair_ids: Sequence[Hashable], predictions: Sequence[Any]) -> float:
+  """AX-g gender parity (percent): the share of Winogender pairs (examples sharing a
+  `pair_id`, differing only in the pronoun's gender) whose predictions all agree."""
+  if len(pair_ids) != len(predictions) or not pair_ids:
+    raise ValueError(f"gender_parity: need equal, non-zero numbers of pair ids and predictions; "
+                     f"got {len(pair_ids)} and {len(predictions)}")
+  groups: dict[Hashable, set] = collections.defaultdict(set)
+  for pair, pred in zip(pair_ids, predictions):
+    groups[pair].add(pred)
+  return 100.0 * float(np.mean([len(preds) == 1 for preds in groups.values()]))
+
+
 def normalize_squad(text: str) -> str:
   """SQuAD answer normalization: lowercase, drop punctuation and articles."""
   text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)

@@ -26,13 +26,14 @@ import seqio
 
 from prompt_tuning_jax import data
 from prompt_tuning_jax.checkpoints import fs
+from prompt_tuning_jax.evaluators import submission
 from prompt_tuning_jax.evaluators.config import EvalConfig
 from prompt_tuning_jax.evaluators.predictor import (
   Outputs,
   Predictor,
   outputs_from_scores,
   outputs_from_tokens,
-  run_batched,
+  run_by_length,
 )
 from prompt_tuning_jax.model import decoding, t5
 from prompt_tuning_jax.trainer import metric_writer
@@ -112,6 +113,7 @@ class TaskData:
   labels: tuple[str, ...] | None
   candidates: np.ndarray | None  # [C, T'] label ids, when rank is possible
   rank_note: str
+  decode_length: int = 8  # the split's longest target (or DataConfig.eval_targets_length)
 
   @property
   def name(self) -> str:
@@ -137,37 +139,47 @@ def load_task_data(data_config: data.DataConfig, *, split: str | None = None,
   examples = data.eval_examples(cfg, split)
   if not examples:
     raise ValueError(f"task {task.name!r} split {split or cfg.eval_split!r} has no examples")
-  length = cfg.task_feature_lengths["inputs"]
-  inputs = np.zeros((len(examples), length), np.int32)
-  for i, ex in enumerate(examples):
-    ids = np.asarray(ex["inputs"])[:length]
-    inputs[i, : len(ids)] = ids
+  inputs = pad_rows([data.cut_eval_inputs(ex["inputs"], cfg.eval_inputs_length) for ex in examples])
   found, note = candidate_labels(task, examples, module=cfg.mixture_or_task_module, explicit=labels)
   cands = None
   if found is not None:
     cands = encode_candidates(task.output_features["targets"].vocabulary, found,
-                              cfg.task_feature_lengths["targets"])
-  return TaskData(task, examples, inputs, found, cands, note)
+                              cfg.eval_targets_length or 1 << 20)
+  return TaskData(task, examples, inputs, found, cands, note, data.eval_decode_length(cfg, examples))
+
+
+def pad_rows(rows: Sequence[np.ndarray]) -> np.ndarray:
+  """Variable-length id rows -> zero-padded [N, longest]."""
+  out = np.zeros((len(rows), max(len(r) for r in rows)), np.int32)
+  for i, r in enumerate(rows):
+    out[i, : len(r)] = r
+  return out
 
 
 def compute_metrics(task_data: TaskData, texts: Sequence[str]) -> tuple[dict[str, float], list[Any]]:
   """The task's metric functions on postprocessed outputs, plus `invalid_rate` (0-1)."""
   task = task_data.task
   preds = [task.postprocess_fn(t, example=ex, is_target=False) for t, ex in zip(texts, task_data.examples)]
+  scores: dict[str, float] = {"invalid_rate": float(np.mean([is_invalid(p) for p in preds]))}
+  if all(is_unlabeled(ex) for ex in task_data.examples):  # a test split: predictions only
+    return scores, preds
   targets = [task.postprocess_fn(as_text(ex["targets_pretokenized"]), example=ex, is_target=True)
              for ex in task_data.examples]
-  scores: dict[str, float] = {}
   for fn in list(task.predict_metric_fns) or [exact_match_accuracy]:
     scores.update({k: float(getattr(v, "value", v)) for k, v in fn(targets, preds).items()})
-  scores["invalid_rate"] = float(np.mean([is_invalid(p) for p in preds]))
   return scores, preds
+
+
+def is_unlabeled(example: dict) -> bool:
+  """A test row: label -1, or the '<unk>' target of a task without labels."""
+  return int(example.get("label", 0)) == -1 or as_text(example.get("targets_pretokenized", "")) == UNK_TARGET
 
 
 def prediction_records(task_data: TaskData, outputs: Outputs, preds: Sequence[Any]) -> list[dict]:
   """One JSON-able dict per example: inputs, targets, output, score, prediction, ..."""
   records = []
   for i, ex in enumerate(task_data.examples):
-    rec = {"index": i, "inputs": as_text(ex.get("inputs_pretokenized", "")),
+    rec = {"index": i, "idx": submission.source_idx(ex), "inputs": as_text(ex.get("inputs_pretokenized", "")),
            "targets": as_text(ex.get("targets_pretokenized", "")), "output": outputs.texts[i],
            "score": float(outputs.scores[i]), "prediction": preds[i], "invalid": is_invalid(preds[i])}
     if outputs.beams is not None:
@@ -214,11 +226,11 @@ def predict_tasks(predictor: Predictor, params: Any, sets: Sequence[TaskData],
     if not group:
       continue
     order = sorted(((i, k) for k in group for i in range(len(sets[k].examples))))
-    inputs = np.stack([sets[k].inputs[i] for i, k in order])
+    inputs = pad_rows([sets[k].inputs[i] for i, k in order])
     ids = None if prompt_ids[group[0]] is None else np.asarray([prompt_ids[k] for _, k in order], np.int32)
     if effective == "rank" and len(group) == 1:  # one label set shared by the batch
       shared = sets[group[0]].candidates
-      out = run_batched(lambda x, p: predictor.score(params, x, shared, p), [inputs, ids], batch_size)
+      out = run_by_length(lambda x, p: predictor.score(params, x, shared, p), [inputs, ids], batch_size)
     elif effective == "rank":  # per-example label sets, 0-padded to a common [C, T]
       width = max(sets[k].candidates.shape[1] for k in group)
       count = max(sets[k].candidates.shape[0] for k in group)
@@ -226,10 +238,10 @@ def predict_tasks(predictor: Predictor, params: Any, sets: Sequence[TaskData],
       for row, (_, k) in enumerate(order):
         c = sets[k].candidates
         cands[row, : c.shape[0], : c.shape[1]] = c
-      out = run_batched(lambda x, c, p: predictor.score(params, x, c, p), [inputs, cands, ids], batch_size)
+      out = run_by_length(lambda x, c, p: predictor.score(params, x, c, p), [inputs, cands, ids], batch_size)
     else:
-      out = run_batched(lambda x, p: predictor.generate(params, x, p, mode=effective), [inputs, ids],
-                        batch_size)
+      out = run_by_length(lambda x, p: predictor.generate(params, x, p, mode=effective), [inputs, ids],
+                          batch_size)
     for k in group:
       rows = [row for row, (_, kk) in enumerate(order) if kk == k]
       if effective == "rank":
@@ -253,7 +265,7 @@ class MultiTaskEvaluator:
     self.batch_size = eval_config.batch_size or data_config.batch_size
     self.output_dir = eval_config.output_dir
     self.split = eval_config.split or data_config.eval_split
-    self.predictor = make_predictor(model, data_config, eval_config)
+    self.predictor = make_predictor(model, eval_config, max(s.decode_length for s in self.sets))
     for s in self.sets:
       if s.mode_for(self.mode) != self.mode:
         logging.warning("rank classification is not possible for %s (%s); using greedy decoding",
@@ -271,6 +283,9 @@ class MultiTaskEvaluator:
         summary = {"task": s.name, "split": self.split, "mode": s.mode_for(self.mode),
                    "requested_mode": self.mode, "rank_candidates": s.rank_note, "step": step,
                    "prompt_id": pid, "num_examples": len(s.examples), "metrics": scores}
+        if self.split == "test":  # the leaderboard's files, beside the predictions
+          summary["submission"] = submission.write_submission(fs.join(self.output_dir, "submission"),
+                                                              s.name, s.examples, preds)
         write_results(self.output_dir, s.name, summary, prediction_records(s, out, preds), step)
     if self.output_dir:
       writer = metric_writer.MetricsWriter(self.output_dir)
@@ -305,7 +320,8 @@ def make_train_evaluator(train_config: Any, model: t5.Transformer, eval_config: 
   return Evaluator(train_config.data, model, eval_config)
 
 
-def make_predictor(model: t5.Transformer, data_config: data.DataConfig, eval_config: EvalConfig) -> Predictor:
-  """The decoding driver for `eval_config` (max length defaults to the task's target length)."""
-  max_len = eval_config.max_decode_length or data_config.task_feature_lengths["targets"]
+def make_predictor(model: t5.Transformer, eval_config: EvalConfig, decode_length: int) -> Predictor:
+  """The decoding driver for `eval_config`; max length defaults to `decode_length`, the
+  longest target of the split(s) (the original's untruncated evaluation)."""
+  max_len = eval_config.max_decode_length or decode_length
   return Predictor(model, max_decode_length=max_len, num_beams=eval_config.num_beams, alpha=eval_config.alpha)

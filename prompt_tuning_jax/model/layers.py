@@ -156,7 +156,8 @@ class Attention(nn.Module):
     logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
     weights = jax.nn.softmax(logits + bias.astype(jnp.float32), axis=-1).astype(dt)
     if enable_dropout and cfg.dropout_rate > 0:  # one mask [q, k] shared by batch and heads, as Flaxformer
-      weights = nn.Dropout(cfg.dropout_rate, broadcast_dims=ATTENTION_DROPOUT_BROADCAST)(weights, deterministic=False)
+      dims = ATTENTION_DROPOUT_BROADCAST if cfg.broadcast_attention_dropout else ()
+      weights = nn.Dropout(cfg.dropout_rate, broadcast_dims=dims)(weights, deterministic=False)
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
     out = Dense(features=(cfg.emb_dim,), kernel_axes=("joined_kv", "embed"), in_axes=2,
                 kernel_init=nn.initializers.variance_scaling(1.0, "fan_in", "normal"), dtype=dt,

@@ -44,6 +44,7 @@ INIT_WORDS: dict[str, tuple[str, ...]] = {
 }
 TRANSFER_TARGETS = {"qqp": "mrpc", "mrpc": "qqp"}
 SEEDS = (0, 1, 2)  # the paper reports mean +- std of 3 runs per point
+QA_METRICS = ("f1", "em")  # SQuAD (Table 1): selection on their mean
 KNOWN_TASKS = SUPERGLUE_TASKS + tuple(TRANSFER_TARGETS) + ("squad", "demo")
 PROMPT_LENGTHS = (1, 5, 20, 100, 150)
 INITS = ("uniform", "sampled_vocab", "class_labels")
@@ -87,7 +88,7 @@ class Setting:
   @property
   def metric(self) -> str | tuple[str, ...]:
     """The dev metric(s) that pick the best checkpoint: the mean of the task's metrics."""
-    names = TASK_METRICS.get(self.task, ("accuracy",))
+    names = TASK_METRICS.get(self.task, QA_METRICS if self.task == "squad" else ("accuracy",))
     return names[0] if len(names) == 1 else names
 
   @property
@@ -130,6 +131,12 @@ def _grid(axis: str = "seed", values: Sequence = (0,)) -> Callable[[Sequence[str
   return lambda sizes, tasks: [Setting(t, z, **{axis: v}) for z in sizes for v in values for t in tasks]
 
 
+def _domain_shift(sizes: Sequence[str], tasks: Sequence[str]) -> list[Setting]:
+  """Table 1: model tuning and prompt tuning on SQuAD (no label words: sampled-vocab init)."""
+  return [Setting(t, z, method=m, init="sampled_vocab") for z in sizes for t in tasks
+          for m in ("model_tuning", "prompt_tuning")]
+
+
 def _transfer(sizes: Sequence[str], tasks: Sequence[str]) -> list[Setting]:
   return [Setting(src, z, method=m, seed=s, target=TRANSFER_TARGETS[src])
           for z in sizes for src in tasks for m in ("model_tuning", "prompt_tuning") for s in TRANSFER_SEEDS]
@@ -146,6 +153,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                ensemble=True, seeded=False),
     Experiment("transfer", "Table 2 zero-shot transfer QQP <-> MRPC", _transfer, sizes=("xxl",),
                tasks=("qqp", "mrpc"), seeded=False),
+    Experiment("domain_shift", "Table 1 domain shift: train on SQuAD, zero-shot on six MRQA out-of-domain "
+               "dev sets", _domain_shift, sizes=("xxl",), tasks=("squad",)),
     Experiment("demo", "smoke test on the bundled demo model (not a paper result)",
                lambda sizes, tasks: [Setting("demo", "demo", init="sampled_vocab", prompt_length=10)],
                sizes=("demo",), tasks=("demo",), hidden=True, seeded=False),
@@ -158,6 +167,9 @@ def gin_args(s: Setting) -> tuple[list[str], list[tuple[str, str]]]:
     return ["models/demo.gin", "paper/demo.gin"], [("INITIAL_CHECKPOINT_PATH", str(DEMO_CHECKPOINT))]
   model = (f"models/t5_1_1_{s.size}.gin" if s.frozen == "lm_adapted"
            else f"paper/t5_1_1_span_corruption_{s.size}.gin")
+  if s.task == "squad":  # Table 1: the gin file names the task, its evaluator and its metric
+    return [model, "paper/domain_shift.gin" if s.prompt else "paper/domain_shift_model_tuning.gin"], (
+        [("SEED", str(s.seed))] if s.seed else [])
   if s.target:
     run = "paper/transfer.gin" if s.prompt else "paper/transfer_model_tuning.gin"
     bindings = [("MIXTURE_OR_TASK_NAME", f"glue_{s.task}_taskless"),

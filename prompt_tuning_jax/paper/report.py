@@ -397,6 +397,9 @@ def _table_and_plot(name: str, runs: Sequence[grid.Run], root: str, sizes: Seque
     return ensemble_table(runs, sizes, tasks), None
   if name == "transfer":
     return transfer_table(runs, sizes, tasks), None
+  if name == "domain_shift":
+    from prompt_tuning_jax.paper import domain_shift  # needs report's readers
+    return domain_shift.table_and_plot(runs, sizes, out_dir)
   table = ablation_table(name, runs, sizes, tasks)
   png = None
   if plottable:

@@ -174,3 +174,15 @@ def test_attention_dropout_mask_is_shared_over_batch_and_heads():
   kept = dropped != 0
   assert 0.2 < kept.mean() < 0.8
   np.testing.assert_array_equal(kept, np.broadcast_to(kept[:1, :1], kept.shape))
+
+
+def test_attention_dropout_per_example_when_broadcast_is_off():
+  from prompt_tuning_jax.model import layers
+  cfg = V11.replace(dropout_rate=0.5, broadcast_attention_dropout=False)
+  x = jax.random.normal(jax.random.PRNGKey(1), (3, 7, cfg.emb_dim))
+  attn, bias = layers.Attention(cfg), jnp.zeros((1, 1, 7, 7))
+  variables = attn.init(jax.random.PRNGKey(0), x, x, bias, enable_dropout=False)
+  _, state = attn.apply(variables, x, x, bias, enable_dropout=True, rngs={"dropout": jax.random.PRNGKey(2)},
+                        capture_intermediates=True)
+  kept = np.asarray(state["intermediates"]["Dropout_0"]["__call__"][0]) != 0
+  assert (kept != kept[:1, :1]).any()  # masks differ across batch rows / heads

@@ -60,7 +60,7 @@ def test_main_dry_run_lists_every_run_with_its_command(tmp_path, capsys):
 def test_run_counts_and_shared_runs(tmp_path):
   counts = {n: len(_runs(n, tmp_path)) for n, e in experiments.EXPERIMENTS.items() if not e.hidden}
   assert counts == {"main": 120, "model_tuning": 120, "prompt_length": 600, "init": 360,
-                    "frozen_model": 240, "ensemble": 48, "transfer": 12}
+                    "frozen_model": 240, "ensemble": 48, "transfer": 12, "domain_shift": 6}
   main = {r.output_dir for r in _runs("main", tmp_path)}
   for ablation in ("prompt_length", "init", "frozen_model"):  # their default point is the main run
     assert main <= {r.output_dir for r in _runs(ablation, tmp_path)}
