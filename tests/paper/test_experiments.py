@@ -76,8 +76,7 @@ def test_unknown_size_is_refused_with_the_flag_named(tmp_path):
 def test_every_command_is_valid_gin(tmp_path, monkeypatch, clean_gin):
   cli.register_configurables()
   import prompt_tuning_jax.tasks.glue  # noqa: F401  (imported by paper/transfer*.gin; before leaving the checkout)
-  monkeypatch.chdir(cli.GIN_DIR)
-  gin.add_config_file_search_path(str(cli.GIN_DIR))
+  monkeypatch.chdir(tmp_path)  # gin files are found through the search path, from any directory
   seen = {}
   for name in experiments.EXPERIMENTS:
     for run in _runs(name, tmp_path):
@@ -85,7 +84,8 @@ def test_every_command_is_valid_gin(tmp_path, monkeypatch, clean_gin):
       bindings, rest = cli.split_gin_flags(run.command[3:])
       assert all(r.split("=")[0] in ("--gin_file", "--prompt", "--mode", "--output_dir") for r in rest), rest
       gin.clear_config()
-      gin.parse_config_files_and_bindings(files, bindings, finalize_config=False)
+      defaults = ["runs/eval.gin"] if run.kind == "eval" else []  # what eval.main parses first
+      cli.parse_gin(defaults + files, bindings, [str(cli.GIN_DIR)])  # unknown macros refused
       if run.kind == "train":
         assert gin.query_parameter("%MODEL_DIR") == run.output_dir
         seen[run.name] = {k: _query(k) for k in (
