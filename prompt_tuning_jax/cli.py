@@ -92,6 +92,7 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
 def parse_gin(files: Sequence[str], bindings: Sequence[str], search: Sequence[str]) -> None:
   """Parse gin files (found in `search`) and command-line bindings; refuse a binding to a
   macro that no file binds or references, or to an unknown configurable/parameter."""
+  register_configurables()
   known: set[str] = set()
   for name in files:
     _parse_file(_find(name, search, "--gin_file"), search, known, stack=())

@@ -291,3 +291,18 @@ def test_real_tiny_run_through_the_local_launcher_then_aggregate(tmp_path, capsy
   assert reproduce.main(["aggregate", "--experiment=demo", f"--root={tmp_path}"] + overrides) == 0
   csv_rows = (tmp_path / "results" / "demo.csv").read_text().splitlines()
   assert csv_rows == ["size,demo,average,tasks done", f"demo,{best['value']:.1f},{best['value']:.1f},1/1"]
+
+
+def test_extra_flags_reach_each_command_only_where_its_gin_knows_them(tmp_path, clean_gin):
+  """Eval runs get the extras whose macros gin/runs/eval.gin knows, so none is refused."""
+  extra = ["--gin.NUM_PARTITIONS=2", "--gin.TRAIN_STEPS=10", "--gin.BATCH_SIZE=16", "--gin.T5Config.dtype='float32'"]
+  runs = _runs("ensemble", tmp_path, sizes=["small"], tasks=["rte"], extra=extra)
+  evals = [r for r in runs if r.kind == "eval"]
+  assert evals and all(r.kind == "train" for r in runs if r not in evals)
+  for run in runs:
+    files = [a.split("=", 1)[1] for a in run.command if a.startswith("--gin_file=")]
+    bindings, _ = cli.split_gin_flags(run.command[3:])
+    gin.clear_config()
+    cli.parse_gin((["runs/eval.gin"] if run.kind == "eval" else []) + files, bindings, [str(cli.GIN_DIR)])
+    assert gin.query_parameter("%BATCH_SIZE") == 16
+  assert [a for a in evals[0].command if a.startswith("--gin.") and a in extra] == extra[2:]
