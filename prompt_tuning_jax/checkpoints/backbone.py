@@ -33,13 +33,17 @@ def detect_format(path: str) -> str:
   return "t5x"
 
 
-def load_frozen(path: str, cfg: T5Config, *, shardings: Any = None) -> tuple[dict, int]:
-  """-> (params placed with `shardings` or on the default device, checkpoint step)."""
+def load_frozen(path: str, cfg: T5Config, *, shardings: Any = None, expected: Any = None) -> tuple[dict, int]:
+  """-> (params placed with `shardings` or on the default device, checkpoint step).
+
+  expected: the backbone's abstract params when the caller already traced them (the
+  trainer does), so the model is not traced twice; default `validation.param_shapes(cfg)`.
+  """
   if not path:
     raise ValueError("INITIAL_CHECKPOINT_PATH is empty: name a T5X checkpoint, a Hugging Face "
                      "T5 directory or 'random:<seed>'")
   kind = detect_format(path)
-  want = validation.param_shapes(cfg)
+  want = validation.param_shapes(cfg) if expected is None else validation.shape_tree(expected)
   if kind == "random":
     seed = int(path[len(RANDOM_PREFIX):] or 0)
     init = functools.partial(t5.init_params, cfg)
