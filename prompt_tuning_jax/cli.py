@@ -85,16 +85,17 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
   add_gin_flags(parser)
   args = parser.parse_args(rest)
   search = [os.getcwd(), str(GIN_DIR)] + [p for p in args.gin_search_paths.split(",") if p]
-  parse_gin([_find(f, search, "--gin_file") for f in list(defaults) + args.gin_file], bindings, search)
+  parse_gin(list(defaults) + args.gin_file, bindings, search)
   return args
 
 
 def parse_gin(files: Sequence[str], bindings: Sequence[str], search: Sequence[str]) -> None:
-  """Parse gin files (absolute paths) and command-line bindings; refuse a binding to a
+  """Parse gin files (found in `search`) and command-line bindings; refuse a binding to a
   macro that no file binds or references, or to an unknown configurable/parameter."""
+  register_configurables()
   known: set[str] = set()
-  for path in files:
-    _parse_file(path, search, known, stack=())
+  for name in files:
+    _parse_file(_find(name, search, "--gin_file"), search, known, stack=())
   for binding in bindings:
     known |= set(_MACRO_REF.findall(binding))
   for binding in bindings:

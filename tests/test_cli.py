@@ -1,4 +1,5 @@
 """Entry points driven like a user would: T5X-style gin flags, files in, files out."""
+import argparse
 import json
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 import gin
-from prompt_tuning_jax import score, train, vocab
+from prompt_tuning_jax import cli, score, train, vocab
 from prompt_tuning_jax.checkpoints import backbone, hf
 from prompt_tuning_jax.config import SIZES
 
@@ -88,3 +89,71 @@ def test_unknown_gin_file_is_named(tmp_path):
 def test_module_entry_point_runs(tmp_path):
   out = subprocess.run([sys.executable, "-m", "prompt_tuning_jax.convert", "--help"], capture_output=True, text=True)
   assert out.returncode == 0 and "--from_format" in out.stdout
+
+
+def _no_work(monkeypatch):
+  """Fail the test if a command gets as far as model or data work."""
+  from prompt_tuning_jax.trainer import loop
+
+  def refuse(*_, **__):
+    raise AssertionError("model/data work started before the gin flags were checked")
+  monkeypatch.setattr(loop, "train", refuse)
+  monkeypatch.setattr(backbone, "load_frozen", refuse)
+
+
+TRAIN = ["--gin_file=tests/tiny_inline.gin", "--gin_file=runs/prompt_tuning.gin", "--gin.MODEL_DIR=/nonexistent/run"]
+
+
+@pytest.mark.parametrize("flag, named, closest", [
+    ("--gin.TRAIN_STEPZ=2", "--gin.TRAIN_STEPZ: unknown gin macro", "TRAIN_STEPS"),
+    ("--gin.PROMPT_LENTH=5", "--gin.PROMPT_LENTH: unknown gin macro", "PROMPT_LENGTH"),
+    ("--gin.T5Config.emb_dimz=8", "--gin.T5Config.emb_dimz: Configurable 'T5Config' doesn't have", "emb_dim"),
+    ("--gin.OptimConfg.learning_rate=0.1", "--gin.OptimConfg.learning_rate: No configurable", "OptimConfig"),
+])
+def test_unknown_gin_macro_or_binding_is_refused_before_any_work(monkeypatch, flag, named, closest):
+  import time
+  _no_work(monkeypatch)
+  cli.register_configurables()  # imports are not what this measures
+  start = time.perf_counter()
+  with pytest.raises(SystemExit) as err:
+    train.main(TRAIN + [flag])
+  assert time.perf_counter() - start < 2.0
+  message = str(err.value)
+  assert message.startswith(named) and f"closest known: {closest}" in message, message
+
+
+def test_known_macros_come_from_the_parsed_files_only(monkeypatch, tmp_path):
+  _no_work(monkeypatch)
+  # TRAIN_STEPS is known to runs/prompt_tuning.gin, not to a model file alone
+  with pytest.raises(SystemExit, match="--gin.TRAIN_STEPS: unknown gin macro"):
+    train.main(["--gin_file=tests/tiny_inline.gin", "--gin.TRAIN_STEPS=2"])
+  gin.clear_config()
+  # a macro the command line itself references is known
+  with pytest.raises(AssertionError, match="model/data work started"):
+    train.main(TRAIN[:2] + [f"--gin.MODEL_DIR={tmp_path}", f"--gin.INITIAL_CHECKPOINT_PATH={FIXTURE}",
+                            "--gin.MIXTURE_OR_TASK_NAME=demo_last_word_taskless", "--gin.MY_STEPS=2",
+                            "--gin.TrainConfig.train_steps=%MY_STEPS"])
+  assert "TrainConfig.train_steps = %MY_STEPS" in (tmp_path / "config.gin").read_text()
+
+
+def test_includes_resolve_past_a_runs_folder_in_the_working_directory(tmp_path, monkeypatch):
+  """A ./runs folder (e.g. a user's run outputs) is an importable namespace package; gin's
+  resource reader raises TypeError on 'runs/x.gin' then. Includes are resolved by cli."""
+  (tmp_path / "runs").mkdir()
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  cli.parse(argparse.ArgumentParser(), ["--gin_file=models/demo.gin", "--gin_file=paper/demo.gin",
+                                        f"--gin.MODEL_DIR={tmp_path / 'runs' / 'a'}"])
+  assert gin.query_parameter("%TRAIN_STEPS") == 300  # paper/demo.gin over its include runs/prompt_tuning.gin
+  assert gin.query_parameter("%PROMPT_LENGTH") == 10
+
+
+def test_include_errors_name_the_file_and_line(tmp_path):
+  bad = tmp_path / "bad.gin"
+  bad.write_text("# a comment\ninclude 'runs/no_such.gin'\n")
+  with pytest.raises(SystemExit, match=r"bad.gin:2: include=runs/no_such.gin: not found"):
+    cli.parse_gin([str(bad)], [], [str(cli.GIN_DIR)])
+  loop_file = tmp_path / "loop.gin"
+  loop_file.write_text(f"include '{loop_file}'\n")
+  with pytest.raises(SystemExit, match="include cycle"):
+    cli.parse_gin([str(loop_file)], [], [str(cli.GIN_DIR)])

@@ -106,3 +106,29 @@ def test_infer_reads_tsv_first_column(tmp_path):
     infer.read_inputs(str(bad), input_field="text")
   with pytest.raises(SystemExit, match="neither a --prompt NAME"):
     infer.requests([("x", "c")], ["a", "b"])
+
+
+def test_eval_refuses_an_unknown_macro_before_loading(monkeypatch):
+  from prompt_tuning_jax.evaluators import driver
+
+  def refuse(*_, **__):
+    raise AssertionError("model/data work started before the gin flags were checked")
+  monkeypatch.setattr(driver, "evaluate", refuse)
+  with pytest.raises(SystemExit, match="--gin.CHECKPOINT_PATHS: unknown gin macro.*closest known: CHECKPOINT_PATH"):
+    eval_cli.main(TINY[:-1] + ["--gin.CHECKPOINT_PATHS=random:0", f"--gin.MIXTURE_OR_TASK_NAME={RTE}"])
+  gin.clear_config()
+  with pytest.raises(SystemExit, match="--gin.EvalConfig.mdoe: .*closest known: mode"):
+    eval_cli.main(TINY + ["--gin.EvalConfig.mdoe='rank'"])
+
+
+def test_eval_config_is_bound_from_gin_and_flags(monkeypatch):
+  """runs/eval.gin maps the training macros onto EvalConfig; flags override gin."""
+  from prompt_tuning_jax.evaluators import driver
+  seen = []
+  monkeypatch.setattr(driver, "evaluate", lambda cfg: seen.append(cfg) or {})
+  eval_cli.main(["--gin_file=models/t5_1_1_small.gin", f"--gin.MIXTURE_OR_TASK_NAME={RTE}", "--gin.BATCH_SIZE=4",
+                 "--gin.EvalConfig.num_beams=3", "--gin.EvalConfig.mode='beam'", "--mode=rank", "--prompt=a.npy"])
+  cfg = seen[0]
+  assert (cfg.mode, cfg.num_beams, cfg.data.batch_size, cfg.data.mixture_or_task_name) == ("rank", 3, 4, RTE)
+  assert cfg.model.checkpoint_path == "gs://t5-data/pretrained_models/t5x/t5_1_1_lm100k_small/checkpoint_1100000"
+  assert cfg.model.t5.emb_dim == 512 and cfg.model.prompts == ("a.npy",)

@@ -33,19 +33,21 @@ def detect_format(path: str) -> str:
   return "t5x"
 
 
-def load_frozen(path: str, cfg: T5Config, *, shardings: Any = None,
+def load_frozen(path: str, cfg: T5Config, *, shardings: Any = None, expected: Any = None,
                 allow_nonfinite: bool = False) -> tuple[dict, int]:
   """-> (params placed with `shardings` or on the default device, checkpoint step).
 
   Weights are stored as `cfg.weight_dtype`; T5X checkpoints are cast slice by slice as
   each host reads its shards, so no host ever holds the float32 tree. NaN/Inf weights are
-  refused naming the key unless `allow_nonfinite`.
+  refused naming the key unless `allow_nonfinite`. expected: the backbone's abstract params
+  when the caller already traced them (the trainer does), so the model is not traced twice;
+  default `validation.param_shapes(cfg)`.
   """
   if not path:
     raise ValueError("INITIAL_CHECKPOINT_PATH is empty: name a T5X checkpoint, a Hugging Face "
                      "T5 directory or 'random:<seed>'")
   kind = detect_format(path)
-  want = validation.param_shapes(cfg)
+  want = validation.param_shapes(cfg) if expected is None else validation.shape_tree(expected)
   dtype = np.dtype(jax.numpy.dtype(cfg.weight_dtype))  # T5Config.weight_dtype: each shard is cast as read
   if kind == "random":
     seed = int(path[len(RANDOM_PREFIX):] or 0)

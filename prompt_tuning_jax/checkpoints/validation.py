@@ -95,11 +95,15 @@ def validate_params(params: Mapping[str, Any], expected: Mapping[str, Any], *, s
 def param_shapes(cfg: T5Config, dtype: Any = np.float32) -> dict[str, Any]:
   """The T5X parameter tree of `cfg` as ShapeDtype leaves, read off the Flax model
   itself (`jax.eval_shape` of its init: nothing is allocated), so there is one source."""
-  import flax.linen as nn
-
   from prompt_tuning_jax.model import t5
-  shapes = nn.unbox(t5.param_shapes(cfg))
-  return tree.unflatten({k: ShapeDtype(tuple(v.shape), np.dtype(dtype)) for k, v in tree.flatten(shapes).items()})
+  return shape_tree(t5.param_shapes(cfg), dtype)
+
+
+def shape_tree(abstract: Any, dtype: Any = np.float32) -> dict[str, Any]:
+  """Abstract params (`jax.eval_shape` output, flax boxes allowed) -> ShapeDtype leaves of `dtype`."""
+  import flax.linen as nn
+  flat = tree.flatten(nn.unbox(abstract))
+  return tree.unflatten({k: ShapeDtype(tuple(v.shape), np.dtype(dtype)) for k, v in flat.items()})
 
 
 def _require(flat: Mapping[str, Any], key: str) -> tuple[int, ...]:

@@ -243,7 +243,7 @@ def expand(experiment: Experiment, root: str, *, sizes: Sequence[str] | None = N
     for z in sizes:
       for t in tasks:
         members = [r for r in trained if r.setting.size == z and r.setting.task == t]
-        runs.append(ensemble_run(root, z, t, members, [e for e in extra if not _train_only(e)]))
+        runs.append(ensemble_run(root, z, t, members, [e for e in extra if _eval_knows(e)]))
   return runs
 
 
@@ -257,8 +257,15 @@ def _check(flag: str, given: Sequence[str] | None, default: tuple[str, ...],
   return tuple(given)
 
 
-def _train_only(flag: str) -> bool:
-  return flag.split("=", 1)[0] in ("--gin.TRAIN_STEPS", "--gin.EVAL_PERIOD", "--gin.CHECKPOINT_PERIOD")
+_EVAL_MACROS = ("CHECKPOINT_PATH", "INITIAL_CHECKPOINT_PATH", "MIXTURE_OR_TASK_NAME", "MIXTURE_OR_TASK_MODULE",
+                "TASK_FEATURE_LENGTHS", "BATCH_SIZE")  # the macros gin/runs/eval.gin binds
+
+
+def _eval_knows(flag: str) -> bool:
+  """Whether an extra --gin flag applies to the eval command too: a configurable binding,
+  or a macro of gin/runs/eval.gin (eval refuses others, e.g. TRAIN_STEPS, NUM_PARTITIONS)."""
+  name = flag[len("--gin."):].split("=", 1)[0]
+  return "." in name or name in _EVAL_MACROS
 
 
 def train_steps(extra: Sequence[str]) -> int:

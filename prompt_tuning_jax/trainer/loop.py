@@ -20,7 +20,7 @@ import tqdm
 from prompt_tuning_jax import data, distributed, sharding
 from prompt_tuning_jax.checkpoints import backbone, fs, t5x, train_state
 from prompt_tuning_jax.config import T5Config
-from prompt_tuning_jax.prompt import PROMPT_PATTERN, initializers, wrapper
+from prompt_tuning_jax.prompt import PROMPT_PATH, initializers, wrapper
 from prompt_tuning_jax.prompt import files as prompt_files
 from prompt_tuning_jax.trainer import metric_writer, optim, preemption
 from prompt_tuning_jax.trainer import step as step_lib
@@ -121,24 +121,24 @@ class _Run:
     self.mesh = sharding.make_mesh(cfg.partition)
     self.rules = cfg.partition.rules
     self.model = wrapper.make_model(cfg.t5, cfg.prompt)
-    specs = sharding.logical_specs(abstract_params(self.model))
-    self.param_shardings = sharding.logical_to_sharding(specs, self.mesh, self.rules)
-    backbone_specs = specs
-    if cfg.prompt is not None:  # the backbone is everything but the prompt
-      _, backbone_specs = optim.split_params(specs, (PROMPT_PATTERN,))
+    abstract = abstract_params(self.model)  # the one trace of the model's parameters: shapes and logical axes
+    labels = optim.label_tree(abstract, cfg.optim.trainable_patterns)  # the one trainable/frozen split
+    self.param_shardings = sharding.logical_to_sharding(sharding.logical_specs(abstract), self.mesh, self.rules)
     self.frozen, self.checkpoint_step = backbone.load_frozen(
-        cfg.initial_checkpoint_path, cfg.t5,
-        shardings=sharding.logical_to_sharding(backbone_specs, self.mesh, self.rules))
+        cfg.initial_checkpoint_path, cfg.t5, shardings=_without_prompt(self.param_shardings),
+        expected=_without_prompt(abstract))
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
     full = _initial_full_params(cfg, self.frozen, init_rng)
-    trainable, frozen = optim.split_params(full, cfg.optim.trainable_patterns)
+    trainable, self.frozen = optim.split_by_labels(full, labels)
+    if not trainable:
+      raise ValueError(f"OptimConfig.trainable_patterns={cfg.optim.trainable_patterns} match no parameter")
     trainable = jax.tree.map(lambda x: x.astype(jnp.float32), trainable)  # even with bfloat16 weight storage
-    self.frozen = frozen
     optim_cfg = cfg.optim
     if optim_cfg.step_offset == 0 and self.checkpoint_step:
       optim_cfg = dataclasses.replace(optim_cfg, step_offset=self.checkpoint_step)
-    self.optimizer = optim.make_optimizer(optim_cfg)
-    trainable_sh, frozen_sh = _split_like(self.param_shardings, cfg)
+    trainable_labels, _ = optim.split_by_labels(labels, labels)
+    self.optimizer = optim.make_optimizer(optim_cfg, trainable_labels)
+    trainable_sh, frozen_sh = optim.split_by_labels(self.param_shardings, labels)
     self.frozen_shardings = frozen_sh
     replicated = sharding.replicated(self.mesh)
     state = step_lib.init_state(jax.device_put(trainable, trainable_sh), self.optimizer, state_rng)
@@ -202,8 +202,11 @@ def state_shardings(state: Any, trainable_sh: Any, mesh: Any) -> step_lib.TrainS
                              opt_state=jax.tree.map(lambda _: replicated, state.opt_state), rng=replicated)
 
 
-def _split_like(tree: Any, cfg: TrainConfig) -> tuple[Any, Any]:
-  return optim.split_params(tree, cfg.optim.trainable_patterns)
+def _without_prompt(tree: dict) -> dict:
+  """The backbone part of a full parameter tree (values, abstract params or shardings):
+  everything but the prompt subtree at PROMPT_PATH[:2]."""
+  encoder = {k: v for k, v in tree["encoder"].items() if k != PROMPT_PATH[1]}
+  return {**tree, "encoder": encoder}
 
 
 def train(cfg: TrainConfig, on_ready: Callable[[], None] | None = None) -> TrainResult:

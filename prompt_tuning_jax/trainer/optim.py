@@ -73,13 +73,23 @@ def label_tree(params: Any, patterns: tuple[str, ...]) -> Any:
 
 def split_params(params: Any, patterns: tuple[str, ...]) -> tuple[dict, dict]:
   """Full tree -> (trainable subtree, frozen subtree); raises if nothing is trainable."""
-  flat = traverse_util.flatten_dict(params, sep="/")
-  trainable = {k: v for k, v in flat.items() if path_label(k, patterns) != "frozen"}
-  if not trainable:
+  labels = label_tree(params, patterns)
+  if all(v == "frozen" for v in traverse_util.flatten_dict(labels, sep="/").values()):
     raise ValueError(f"OptimConfig.trainable_patterns={patterns} match no parameter; "
-                     f"paths look like {sorted(flat)[:3]}")
-  frozen = {k: v for k, v in flat.items() if k not in trainable}
-  return (traverse_util.unflatten_dict(trainable, sep="/"),
+                     f"paths look like {sorted(traverse_util.flatten_dict(params, sep='/'))[:3]}")
+  return split_by_labels(params, labels)
+
+
+def split_by_labels(tree: Any, labels: Any) -> tuple[dict, dict]:
+  """(trainable subtree, frozen subtree) of any tree shaped like `labels` (a `label_tree`):
+  values, logical specs and shardings are split by the same labels, with no regex."""
+  flat, flat_labels = traverse_util.flatten_dict(tree, sep="/"), traverse_util.flatten_dict(labels, sep="/")
+  if flat.keys() != flat_labels.keys():
+    raise ValueError(f"tree and label tree differ: only in tree {sorted(flat.keys() - flat_labels.keys())[:3]}, "
+                     f"only in labels {sorted(flat_labels.keys() - flat.keys())[:3]}")
+  trainable = {k: v for k, v in flat.items() if flat_labels[k] != "frozen"}
+  frozen = {k: v for k, v in flat.items() if flat_labels[k] == "frozen"}
+  return (traverse_util.unflatten_dict(trainable, sep="/") if trainable else {},
           traverse_util.unflatten_dict(frozen, sep="/") if frozen else {})
 
 
@@ -98,14 +108,19 @@ def _adafactor(cfg: OptimConfig, *, factored: bool) -> optax.GradientTransformat
       weight_decay_rate=cfg.weight_decay_rate, eps=1e-30, factored=factored)
 
 
-def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
-  """multi_transform keyed by `path_label`; works on the trainable subtree or the full tree."""
+def make_optimizer(cfg: OptimConfig, labels: Any = None) -> optax.GradientTransformation:
+  """multi_transform keyed by `path_label`; works on the trainable subtree or the full tree.
+
+  labels: a `label_tree` of the tree it will update (the trainer passes the trainable part
+  of its one label tree); default: labels computed from the tree on init.
+  """
   transforms = {
       "prompt": _adafactor(cfg, factored=False),
       "trainable": _adafactor(cfg, factored=True),
       "frozen": optax.set_to_zero(),
   }
-  labels: Callable[[Any], Any] = lambda params: label_tree(params, cfg.trainable_patterns)
+  if labels is None:
+    labels: Callable[[Any], Any] = lambda params: label_tree(params, cfg.trainable_patterns)
   return optax.multi_transform(transforms, labels)
 
 

@@ -78,8 +78,7 @@ def test_unknown_size_is_refused_with_the_flag_named(tmp_path):
 def test_every_command_is_valid_gin(tmp_path, monkeypatch, clean_gin):
   cli.register_configurables()
   import prompt_tuning_jax.tasks.glue  # noqa: F401  (imported by paper/transfer*.gin; before leaving the checkout)
-  monkeypatch.chdir(cli.GIN_DIR)
-  gin.add_config_file_search_path(str(cli.GIN_DIR))
+  monkeypatch.chdir(tmp_path)  # gin files are found through the search path, from any directory
   seen = {}
   for name in experiments.EXPERIMENTS:
     for run in _runs(name, tmp_path):
@@ -87,7 +86,8 @@ def test_every_command_is_valid_gin(tmp_path, monkeypatch, clean_gin):
       bindings, rest = cli.split_gin_flags(run.command[3:])
       assert all(r.split("=")[0] in ("--gin_file", "--prompt", "--mode", "--output_dir") for r in rest), rest
       gin.clear_config()
-      gin.parse_config_files_and_bindings(files, bindings, finalize_config=False)
+      defaults = ["runs/eval.gin"] if run.kind == "eval" else []  # what eval.main parses first
+      cli.parse_gin(defaults + files, bindings, [str(cli.GIN_DIR)])  # unknown macros refused
       if run.kind == "train":
         assert gin.query_parameter("%MODEL_DIR") == run.output_dir
         seen[run.name] = {k: _query(k) for k in (
@@ -298,3 +298,18 @@ def test_real_tiny_run_through_the_local_launcher_then_aggregate(tmp_path, capsy
   assert reproduce.main(["aggregate", "--experiment=demo", f"--root={tmp_path}"] + overrides) == 0
   csv_rows = (tmp_path / "results" / "demo.csv").read_text().splitlines()
   assert csv_rows == ["size,demo,average,tasks done", f"demo,{best['value']:.1f},{best['value']:.1f},1/1"]
+
+
+def test_extra_flags_reach_each_command_only_where_its_gin_knows_them(tmp_path, clean_gin):
+  """Eval runs get the extras whose macros gin/runs/eval.gin knows, so none is refused."""
+  extra = ["--gin.NUM_PARTITIONS=2", "--gin.TRAIN_STEPS=10", "--gin.BATCH_SIZE=16", "--gin.T5Config.dtype='float32'"]
+  runs = _runs("ensemble", tmp_path, sizes=["small"], tasks=["rte"], extra=extra)
+  evals = [r for r in runs if r.kind == "eval"]
+  assert evals and all(r.kind == "train" for r in runs if r not in evals)
+  for run in runs:
+    files = [a.split("=", 1)[1] for a in run.command if a.startswith("--gin_file=")]
+    bindings, _ = cli.split_gin_flags(run.command[3:])
+    gin.clear_config()
+    cli.parse_gin((["runs/eval.gin"] if run.kind == "eval" else []) + files, bindings, [str(cli.GIN_DIR)])
+    assert gin.query_parameter("%BATCH_SIZE") == 16
+  assert [a for a in evals[0].command if a.startswith("--gin.") and a in extra] == extra[2:]

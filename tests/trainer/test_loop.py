@@ -19,8 +19,9 @@ import pytest
 from flax import traverse_util
 
 from prompt_tuning_jax import data
-from prompt_tuning_jax.checkpoints import t5x, train_state
+from prompt_tuning_jax.checkpoints import t5x, train_state, validation
 from prompt_tuning_jax.config import SIZES
+from prompt_tuning_jax.model import t5
 from prompt_tuning_jax.prompt import PROMPT_PATTERN, initializers, wrapper
 from prompt_tuning_jax.trainer import loop, optim
 
@@ -142,3 +143,40 @@ def test_kill_9_then_resume_reaches_the_same_prompt_bit_for_bit(tmp_path):
   straight = np.load(tmp_path / "straight/prompt.npy")
   resumed = np.load(tmp_path / "killed/prompt.npy")
   np.testing.assert_array_equal(straight, resumed)
+
+
+@pytest.mark.parametrize("mode", ["prompt", "model"])
+def test_run_traces_the_model_once_and_splits_by_one_label_tree(tmp_path, monkeypatch, mode):
+  """One trace (`jax.eval_shape`) of the model's init gives shapes, specs and the backbone check;
+  one label tree splits values and shardings alike (no regex after it)."""
+  calls = {"model_init": 0, "label_tree": 0}
+  real_make_model, real_label_tree = wrapper.make_model, optim.label_tree
+
+  def make_model(*args, **kwargs):
+    model = real_make_model(*args, **kwargs)
+    real_init = model.init
+
+    def init(*a, **k):
+      calls["model_init"] += 1
+      return real_init(*a, **k)
+    object.__setattr__(model, "init", init)
+    return model
+
+  def label_tree(*args, **kwargs):
+    calls["label_tree"] += 1
+    return real_label_tree(*args, **kwargs)
+  monkeypatch.setattr(wrapper, "make_model", make_model)
+  monkeypatch.setattr(optim, "label_tree", label_tree)
+  for second_trace in (validation, "param_shapes"), (t5, "param_shapes"), (optim, "split_params"):
+    monkeypatch.setattr(*second_trace, lambda *a, **k: pytest.fail("a second trace or regex split"))
+  overrides = {} if mode == "prompt" else {"prompt": None, "optim": optim.MODEL_TUNING}
+  run = loop._Run(tiny_config(tmp_path / "run", **overrides))
+  assert calls == {"model_init": 1, "label_tree": 1}
+  trainable, frozen = _flat(run.state.params), _flat(run.frozen)
+  if mode == "prompt":
+    assert list(trainable) == ["encoder/prompt/prompt/prompt"] and "encoder/prompt/prompt/prompt" not in frozen
+  else:
+    assert not frozen and "token_embedder/embedding" in trainable
+  shardings = traverse_util.flatten_dict(run.state_shardings.params, sep="/")
+  assert shardings.keys() == trainable.keys()
+  assert traverse_util.flatten_dict(run.frozen_shardings, sep="/").keys() == frozen.keys()
