@@ -17,16 +17,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from typing import Any, Sequence
-
-import seqio
+from typing import TYPE_CHECKING, Any, Sequence
 
 import gin
-from prompt_tuning_jax import cli, data
+from prompt_tuning_jax import cli, data, quiet
 from prompt_tuning_jax.checkpoints import backbone
 from prompt_tuning_jax.config import T5Config
 from prompt_tuning_jax.evaluators import ensemble, predictor, task_evaluator
 from prompt_tuning_jax.prompt import wrapper
+
+if TYPE_CHECKING:
+  import seqio
 
 _DATA_MACROS = {"MIXTURE_OR_TASK_NAME": "mixture_or_task_name",
                 "MIXTURE_OR_TASK_MODULE": "mixture_or_task_module",
@@ -81,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   cfg = data_config()
   task = data.get_task(cfg)
   names = [ensemble.parse_prompt_flag(p)[0] for p in args.prompt]
-  mixture_ids = _mixture_prompt_ids(task, names) if isinstance(task, seqio.Mixture) else None
+  mixture_ids = _mixture_prompt_ids(task, names) if isinstance(task, quiet.import_seqio().Mixture) else None
   _, model, params, _, n = load_model(args.prompt)
   opts = dict(mode=args.mode, batch_size=args.batch_size, split=args.split, num_beams=args.num_beams,
               alpha=args.alpha, max_decode_length=args.max_decode_length, output_dir=args.output_dir)

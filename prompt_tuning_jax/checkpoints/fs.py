@@ -16,8 +16,18 @@ def is_remote(path: str) -> bool:
 
 
 def _gfile():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return tf.io.gfile
+  from prompt_tuning_jax import quiet  # pylint: disable=g-import-not-at-top
+  return quiet.import_tensorflow().io.gfile
+
+
+def join(*parts: str) -> str:
+  """Join with '/', for local paths and gs://bucket/... alike (os.path.join would keep an
+  absolute later part and drop the bucket)."""
+  return "/".join([parts[0].rstrip("/")] + [p.strip("/") for p in parts[1:]])
+
+
+def absolute(path: str) -> str:
+  return path if is_remote(path) else os.path.abspath(path)
 
 
 def isdir(path: str) -> bool:

@@ -19,13 +19,13 @@ import json
 import logging
 import os
 import re
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import jax
 import numpy as np
-import seqio
 
-from prompt_tuning_jax import data
+from prompt_tuning_jax import data, quiet
+from prompt_tuning_jax import vocab as vocab_lib
 from prompt_tuning_jax.evaluators.predictor import (
   Outputs,
   Predictor,
@@ -34,8 +34,11 @@ from prompt_tuning_jax.evaluators.predictor import (
   outputs_from_tokens,
   run_batched,
 )
-from prompt_tuning_jax.model import decoding, t5
+from prompt_tuning_jax.model import t5
 from prompt_tuning_jax.trainer import metric_writer
+
+if TYPE_CHECKING:  # seqio imports TensorFlow: only where the eval data is read (data.get_task)
+  import seqio
 
 Array = jax.Array
 UNK_TARGET = "<unk>"  # target of unlabeled (test) rows
@@ -92,15 +95,6 @@ def candidate_labels(task: seqio.Task, examples: Sequence[dict], *, module: str 
   return found, source
 
 
-def encode_candidates(vocab: seqio.Vocabulary, labels: Sequence[str], max_length: int) -> np.ndarray:
-  """Label strings -> EOS-terminated, 0-padded ids [C, T'] (T' <= max_length)."""
-  rows = [list(vocab.encode(label))[: max_length - 1] + [decoding.EOS_ID] for label in labels]
-  out = np.zeros((len(rows), max(len(r) for r in rows)), np.int32)
-  for i, row in enumerate(rows):
-    out[i, : len(row)] = row
-  return out
-
-
 # ---------------------------------------------------------------------------- one task
 
 @dataclasses.dataclass
@@ -131,22 +125,19 @@ def load_task_data(data_config: data.DataConfig, *, split: str | None = None,
   """Read and tokenize the eval split of `task_name` (default: the config's task)."""
   cfg = data_config if task_name is None else dataclasses.replace(data_config, mixture_or_task_name=task_name)
   task = data.get_task(cfg)
-  if not isinstance(task, seqio.Task):
+  if not isinstance(task, quiet.import_seqio().Task):
     raise ValueError(f"MIXTURE_OR_TASK_NAME={cfg.mixture_or_task_name!r} is a mixture; evaluate its "
                      f"tasks ({[t.name for t in task.tasks]}) with MultiTaskEvaluator")
   examples = data.eval_examples(cfg, split)
   if not examples:
     raise ValueError(f"task {task.name!r} split {split or cfg.eval_split!r} has no examples")
-  length = cfg.task_feature_lengths["inputs"]
-  inputs = np.zeros((len(examples), length), np.int32)
-  for i, ex in enumerate(examples):
-    ids = np.asarray(ex["inputs"])[:length]
-    inputs[i, : len(ids)] = ids
+  inputs = vocab_lib.pad_ids([np.asarray(ex["inputs"]).tolist() for ex in examples],
+                             cfg.task_feature_lengths["inputs"])
   found, note = candidate_labels(task, examples, module=cfg.mixture_or_task_module, explicit=labels)
   cands = None
   if found is not None:
-    cands = encode_candidates(task.output_features["targets"].vocabulary, found,
-                              cfg.task_feature_lengths["targets"])
+    cands = vocab_lib.encode_batch(task.output_features["targets"].vocabulary, found,
+                                   cfg.task_feature_lengths["targets"], trim=True)
   return TaskData(task, examples, inputs, found, cands, note)
 
 

@@ -23,6 +23,7 @@ import time
 from typing import Callable, Sequence
 
 from prompt_tuning_jax import cli
+from prompt_tuning_jax.checkpoints import fs
 from prompt_tuning_jax.evaluators.superglue_metrics import TASK_METRICS
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -170,14 +171,14 @@ def train_command(s: Setting, model_dir: str, extra: Sequence[str] = ()) -> list
 
 def ensemble_run(root: str, size: str, task: str, members: Sequence[Run], extra: Sequence[str] = ()) -> Run:
   """Majority vote / score averaging of the members' best prompts on the dev set (Table 3)."""
-  out = _join(root, "ensemble", size, task)
+  out = fs.join(root, "ensemble", size, task)
   command = ["python", "-m", "prompt_tuning_jax.eval", f"--gin_file=models/t5_1_1_{size}.gin",
              f"--gin.MIXTURE_OR_TASK_NAME=superglue_{task}_taskless",
              '--gin.TASK_FEATURE_LENGTHS={"inputs": 512, "targets": 8}', "--gin.BATCH_SIZE=32"]
-  command += [f"--prompt={_join(m.output_dir, 'best', 'prompt.npy')}" for m in members]
+  command += [f"--prompt={fs.join(m.output_dir, 'best', 'prompt.npy')}" for m in members]
   command += ["--mode=greedy", f"--output_dir={out}"] + list(extra)
   return Run(f"ensemble/{size}/{task}", "eval", tuple(command), out,
-             done_file=_join(out, f"superglue_{task}_taskless.ensemble.metrics.json"),
+             done_file=fs.join(out, f"superglue_{task}_taskless.ensemble.metrics.json"),
              needs=tuple(m.name for m in members))
 
 
@@ -187,14 +188,14 @@ def expand(experiment: Experiment, root: str, *, sizes: Sequence[str] | None = N
   `--gin.NAME=VALUE` flags appended to every command (e.g. NUM_PARTITIONS)."""
   sizes = _check("--sizes", sizes, experiment.sizes, SIZES + ("demo",))
   tasks = _check("--tasks", tasks, experiment.tasks, SUPERGLUE_TASKS + tuple(TRANSFER_TARGETS) + ("demo",))
-  root = absolute(root)
+  root = fs.absolute(root)
   steps = train_steps(extra)
   runs, seen = [], set()
   for s in experiment.settings(sizes, tasks):
     if s.relpath in seen:
       continue
     seen.add(s.relpath)
-    model_dir = _join(root, s.relpath)
+    model_dir = fs.join(root, s.relpath)
     runs.append(Run(s.relpath, "train", tuple(train_command(s, model_dir, extra)), model_dir,
                     train_steps=steps, setting=s))
   if experiment.ensemble:
@@ -235,46 +236,21 @@ def train_steps(extra: Sequence[str]) -> int:
 
 # ------------------------------------------------------------------------ file system
 
-def absolute(path: str) -> str:
-  return path if "://" in path else os.path.abspath(path)
-
-
-def _join(*parts: str) -> str:
-  return "/".join([parts[0].rstrip("/")] + [p.strip("/") for p in parts[1:]])
-
-
-def exists(path: str) -> bool:
-  if "://" in path:
-    import tensorflow as tf  # GCS and other remote roots
-    return tf.io.gfile.exists(path)
-  return os.path.exists(path)
-
-
 def read_text(path: str) -> str | None:
-  if not exists(path):
-    return None
-  if "://" in path:
-    import tensorflow as tf
-    with tf.io.gfile.GFile(path) as f:
-      return f.read()
-  with open(path) as f:
-    return f.read()
+  """A file's text, local or gs://; None when it does not exist."""
+  return fs.read_bytes(path).decode("utf-8") if fs.exists(path) else None
 
 
 def write_text(path: str, text: str) -> None:
-  if "://" in path:
-    import tensorflow as tf
-    with tf.io.gfile.GFile(path, "w") as f:
-      f.write(text)
-    return
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "w") as f:
-    f.write(text)
+  parent = path.rsplit("/", 1)[0]
+  if not fs.exists(parent):
+    fs.makedirs(parent)
+  fs.write_bytes(path, text.encode("utf-8"))
 
 
 def last_step(model_dir: str) -> int | None:
   """The largest step in MODEL_DIR/metrics.jsonl (None when there is none)."""
-  text = read_text(_join(model_dir, "metrics.jsonl"))
+  text = read_text(fs.join(model_dir, "metrics.jsonl"))
   steps = [json.loads(line).get("step") for line in (text or "").splitlines() if line.strip()]
   steps = [s for s in steps if isinstance(s, int)]
   return max(steps) if steps else None
@@ -283,14 +259,14 @@ def last_step(model_dir: str) -> int | None:
 def status(run: Run) -> str:
   """'done', 'started' (resumable: rerunning continues it) or 'todo'."""
   if run.kind == "eval":
-    return "done" if exists(run.done_file) else "todo"
-  if exists(_join(run.output_dir, DONE_MARKER)):
+    return "done" if fs.exists(run.done_file) else "todo"
+  if fs.exists(fs.join(run.output_dir, DONE_MARKER)):
     return "done"
   step = last_step(run.output_dir)
-  prompt_ok = run.setting is None or not run.setting.prompt or exists(_join(run.output_dir, "prompt.npy"))
+  prompt_ok = run.setting is None or not run.setting.prompt or fs.exists(fs.join(run.output_dir, "prompt.npy"))
   if step is not None and step >= run.train_steps and prompt_ok:
     return "done"
-  return "started" if exists(run.output_dir) else "todo"
+  return "started" if fs.exists(run.output_dir) else "todo"
 
 
 # -------------------------------------------------------------------------- launching
@@ -328,7 +304,7 @@ def launch_local(runs: Sequence[Run], *, keep_going: bool = False, log: Callable
         break
       continue
     if run.kind == "train":
-      write_text(_join(run.output_dir, DONE_MARKER), json.dumps(
+      write_text(fs.join(run.output_dir, DONE_MARKER), json.dumps(
           {"command": list(run.command), "seconds": round(time.time() - start, 1)}, indent=1))
     outcomes[run.name] = "ran"
   return outcomes

@@ -12,7 +12,9 @@ class MetricsWriter:
     self.path = os.path.join(model_dir, "metrics.jsonl")
     self._tb = None
     if enabled and tensorboard:
-      from clu import metric_writers  # TensorFlow summary writer underneath
+      from prompt_tuning_jax import quiet  # pylint: disable=g-import-not-at-top
+      quiet.import_tensorflow()  # the summary writer underneath is TensorFlow's
+      from clu import metric_writers  # pylint: disable=g-import-not-at-top
       self._tb = metric_writers.SummaryWriter(os.path.join(model_dir, "tensorboard"))
 
   def write(self, step: int, scalars: Mapping[str, float], *, prefix: str) -> None:

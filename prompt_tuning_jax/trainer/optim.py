@@ -24,7 +24,6 @@ import dataclasses
 import re
 from typing import Any, Callable
 
-import jax
 import optax
 from flax import traverse_util
 
@@ -106,7 +105,3 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
   }
   labels: Callable[[Any], Any] = lambda params: label_tree(params, cfg.trainable_patterns)
   return optax.multi_transform(transforms, labels)
-
-
-def global_norm(tree: Any) -> jax.Array:
-  return optax.global_norm(tree)
