@@ -2,6 +2,7 @@
 files, the task registrations and the bundled assets (zarr metadata dot files included)."""
 import configparser
 import pathlib
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,9 +19,16 @@ def _files(folder: pathlib.Path) -> set[str]:
 
 @pytest.mark.slow
 def test_wheel_carries_gin_files_tasks_and_assets_under_one_package(tmp_path):
+  # Build from a copy: an in-tree build leaves build/ behind, whose stale files a later wheel would carry.
+  src = tmp_path / "src"
+  src.mkdir()
+  ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
+  for name in ("setup.py", "pyproject.toml", "README.md", "prompt_tuning_jax", "gin", "tasks"):
+    (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, src / name, **(
+        {"ignore": ignore} if (ROOT / name).is_dir() else {}))
   subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                  str(ROOT), "-w", str(tmp_path)], check=True, capture_output=True, timeout=900)
-  (wheel,) = tmp_path.glob("prompt_tuning_jax-*.whl")
+                  str(src), "-w", str(tmp_path / "dist")], check=True, capture_output=True, timeout=900)
+  (wheel,) = (tmp_path / "dist").glob("prompt_tuning_jax-*.whl")
   names = set(zipfile.ZipFile(wheel).namelist())
   assert {n.split("/")[0] for n in names} == {"prompt_tuning_jax", wheel.name.split("-py3")[0] + ".dist-info"}
   gin_files = {f for f in _files(ROOT / "gin") if f.endswith(".gin")}
