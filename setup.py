@@ -47,7 +47,8 @@ setup(
               + ["prompt_tuning_jax.tasks"] + _gin_packages()),
     package_dir={"prompt_tuning_jax.tasks": "tasks", "prompt_tuning_jax.gin": "gin",
                  **{p: p.replace("prompt_tuning_jax.", "").replace(".", "/") for p in _gin_packages()}},
-    package_data={"prompt_tuning_jax": ["assets/**/*", "assets/*"],
+    # glob skips dot files: the zarr metadata (.zarray, .zattrs, .zgroup) is named explicitly.
+    package_data={"prompt_tuning_jax": ["assets/**/*", "assets/*", "assets/**/.z*"],
                   **{p: ["*.gin"] for p in _gin_packages()}},
     install_requires=INSTALL_REQUIRES,
     extras_require={

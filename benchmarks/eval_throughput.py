@@ -20,7 +20,7 @@ import numpy as np
 from prompt_tuning_jax import vocab as vocab_lib
 from prompt_tuning_jax.checkpoints import backbone
 from prompt_tuning_jax.config import SIZES
-from prompt_tuning_jax.evaluators import ensemble, predictor, task_evaluator
+from prompt_tuning_jax.evaluators import ensemble, predictor
 
 
 def main() -> None:
@@ -43,8 +43,8 @@ def main() -> None:
   rng = np.random.RandomState(1)
   tokens = rng.randint(2, 32000, size=(args.batch_size, args.input_length)).astype(np.int32)
   tokens[:, -1] = 1
-  labels = task_evaluator.encode_candidates(vocab_lib.load_vocabulary(), ["entailment", "not_entailment"],
-                                        args.target_length)
+  labels = vocab_lib.encode_batch(vocab_lib.load_vocabulary(), ["entailment", "not_entailment"],
+                                  args.target_length, trim=True)
   runner = predictor.Predictor(model, max_decode_length=args.target_length, num_beams=args.num_beams)
   modes = {
       "rank (2 labels)": lambda: runner.score(params, tokens, labels),

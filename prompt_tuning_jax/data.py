@@ -12,12 +12,16 @@ step for prompt tuning's batch sizes (32 x 512 tokens).
 from __future__ import annotations
 
 import dataclasses
-import importlib
-from typing import Iterator, Mapping
+import logging
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 import numpy as np
-import seqio
-import tensorflow as tf
+
+from prompt_tuning_jax import quiet
+
+if TYPE_CHECKING:  # imported where a dataset is built (quiet.import_seqio): TensorFlow takes seconds
+  import seqio
+  import tensorflow as tf
 
 Batch = dict[str, np.ndarray]
 
@@ -53,8 +57,9 @@ class DataConfig:
 
 def get_task(cfg: DataConfig) -> seqio.Task | seqio.Mixture:
   """Import the registering module, then look the name up with a helpful error."""
+  seqio = quiet.import_seqio()
   if cfg.mixture_or_task_module:
-    importlib.import_module(cfg.mixture_or_task_module)
+    quiet.import_module(cfg.mixture_or_task_module)
   try:
     return seqio.get_mixture_or_task(cfg.mixture_or_task_name)
   except ValueError as e:
@@ -70,6 +75,8 @@ def reserve_prompt_slots(ds: tf.data.Dataset, prompt_length: int, input_length: 
   """Packing with prompts: put P placeholder tokens in front of each example's inputs,
   so the packer budgets a prompt copy per segment inside the row (the prompt wrapper
   fills the first P slots of every segment). Inputs are cut to leave room for them."""
+  tf = quiet.import_tensorflow()
+
   def add(ex):
     head = tf.fill([prompt_length], tf.constant(PROMPT_SLOT_ID, ex["inputs"].dtype))
     return {**ex, "inputs": tf.concat([head, ex["inputs"][: input_length - prompt_length]], 0)}
@@ -78,7 +85,8 @@ def reserve_prompt_slots(ds: tf.data.Dataset, prompt_length: int, input_length: 
 
 def _converted(cfg: DataConfig, split: str, *, shuffle: bool, repeat: bool,
                prompt_slots: int = 0) -> tf.data.Dataset:
-  task = get_task(cfg)
+  task = get_task(cfg)  # imports seqio
+  seqio = quiet.import_seqio()
   ds = task.get_dataset(dict(cfg.task_feature_lengths), split=split, shuffle=shuffle,
                         seed=cfg.seed if shuffle else None, num_epochs=None if repeat else 1,
                         use_cached=False)
@@ -86,6 +94,18 @@ def _converted(cfg: DataConfig, split: str, *, shuffle: bool, repeat: bool,
     ds = reserve_prompt_slots(ds, prompt_slots, cfg.task_feature_lengths["inputs"])
   converter = seqio.EncDecFeatureConverter(pack=cfg.pack)
   return converter(ds, dict(cfg.task_feature_lengths))
+
+
+class _ExactResumeFilter(logging.Filter):
+  """SeqIO warns that an uncached FunctionDataSource "results in insufficient shuffling on
+  restarts"; `train_batches` resumes by skipping the consumed batches of the same seeded
+  stream, so that warning does not apply here and is dropped (all others pass)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "uncached FunctionDataset for training" not in record.getMessage()
+
+
+_EXACT_RESUME_FILTER = _ExactResumeFilter()
 
 
 def train_batches(cfg: DataConfig, *, skip_batches: int = 0, shard_id: int = 0,
@@ -99,6 +119,7 @@ def train_batches(cfg: DataConfig, *, skip_batches: int = 0, shard_id: int = 0,
   if not 0 <= shard_id < num_shards:
     raise ValueError(f"data shard_id must be in [0, {num_shards}), got {shard_id}")
   per_host = cfg.batch_size // num_shards
+  logging.getLogger("absl").addFilter(_EXACT_RESUME_FILTER)  # adding the same filter twice is a no-op
   rows = slice(shard_id * per_host, (shard_id + 1) * per_host)
   ds = _converted(cfg, cfg.train_split, shuffle=True, repeat=True, prompt_slots=prompt_slots)
   ds = ds.batch(cfg.batch_size, drop_remainder=True).skip(skip_batches)
@@ -131,19 +152,6 @@ def eval_decode_length(cfg: DataConfig, examples: list[dict]) -> int:
   return max([len(ex["targets"]) for ex in examples if "targets" in ex] or [cfg.task_feature_lengths["targets"]])
 
 
-def pad_batch(examples: list[Batch], batch_size: int) -> tuple[Batch, np.ndarray]:
-  """Stack and zero-pad to a fixed batch size; returns the batch and a [B] validity mask."""
-  n = len(examples)
-  if n == 0 or n > batch_size:
-    raise ValueError(f"pad_batch got {n} examples for batch_size {batch_size}")
-  out = {}
-  for key in examples[0]:
-    stacked = np.stack([e[key] for e in examples])
-    pad = np.zeros((batch_size - n,) + stacked.shape[1:], stacked.dtype)
-    out[key] = np.concatenate([stacked, pad])
-  return out, np.arange(batch_size) < n
-
-
 def encdec_features(inputs: np.ndarray, targets: np.ndarray) -> Batch:
   """Token arrays [B, L], [B, T] -> the model's features (teacher forcing, shift right)."""
   decoder_inputs = np.zeros_like(targets)
@@ -151,16 +159,3 @@ def encdec_features(inputs: np.ndarray, targets: np.ndarray) -> Batch:
   return {"encoder_input_tokens": inputs.astype(np.int32), "decoder_input_tokens": decoder_inputs.astype(np.int32),
           "decoder_target_tokens": targets.astype(np.int32),
           "decoder_loss_weights": (targets > 0).astype(np.int32)}
-
-
-def tokenize_pairs(vocab: seqio.Vocabulary, pairs: list[tuple[str, str]], lengths: Mapping[str, int],
-                   ) -> Batch:
-  """(inputs, targets) strings -> padded, EOS-terminated, truncated model features."""
-  def encode(texts: list[str], length: int) -> np.ndarray:
-    out = np.zeros((len(texts), length), np.int32)
-    for i, text in enumerate(texts):
-      ids = list(vocab.encode(text))[: length - 1] + [vocab.eos_id]
-      out[i, : len(ids)] = ids
-    return out
-  return encdec_features(encode([p[0] for p in pairs], lengths["inputs"]),
-                         encode([p[1] for p in pairs], lengths["targets"]))

@@ -25,7 +25,6 @@ from prompt_tuning_jax import cli, jsonl
 from prompt_tuning_jax import vocab as vocab_lib
 from prompt_tuning_jax.evaluators import loading, predictor
 from prompt_tuning_jax.evaluators.config import EvalConfig
-from prompt_tuning_jax.model import decoding
 
 
 def read_inputs(path: str, input_field: str = "inputs", prompt_field: str = "prompt",
@@ -72,15 +71,6 @@ def requests(rows: list[tuple[str, Any]], names: list[str]) -> list[tuple[int, i
   return out
 
 
-def tokenize(vocab: Any, texts: Sequence[str], length: int) -> np.ndarray:
-  """Texts -> EOS-terminated, truncated, 0-padded ids [N, length]."""
-  out = np.zeros((len(texts), length), np.int32)
-  for i, text in enumerate(texts):
-    ids = list(vocab.encode(text))[: length - 1] + [decoding.EOS_ID]
-    out[i, : len(ids)] = ids
-  return out
-
-
 def main(argv: Sequence[str] | None = None) -> list[dict]:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   cli.add_model_flags(parser)
@@ -102,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
   vocab = vocab_lib.load_vocabulary(args.vocabulary)
   rows = read_inputs(args.input_file, args.input_field, args.prompt_field)
   pairs = requests(rows, names)
-  tokens = tokenize(vocab, [rows[i][0] for i, _ in pairs], args.input_length)
+  tokens = vocab_lib.encode_batch(vocab, [rows[i][0] for i, _ in pairs], args.input_length)
   ids = np.asarray([k for _, k in pairs], np.int32)
   runner = predictor.Predictor(model, max_decode_length=cfg.max_decode_length or 8,
                                num_beams=cfg.num_beams, alpha=cfg.alpha)

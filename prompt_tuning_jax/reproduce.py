@@ -23,6 +23,7 @@ import sys
 from typing import Sequence
 
 from prompt_tuning_jax import cli
+from prompt_tuning_jax.checkpoints import fs
 from prompt_tuning_jax.paper import experiments
 
 DEFAULT_ROOT = "paper_runs"
@@ -70,7 +71,7 @@ def run_main(argv: Sequence[str]) -> int:
   runs = experiments.expand(exp, args.root, sizes=_names(args.sizes), tasks=_names(args.tasks), extra=extra,
                             seeds=_seeds(args.seeds))
   if args.launcher == "tpu":
-    remote = [f"--experiment={exp.name}", f"--root={experiments.absolute(args.root)}"]
+    remote = [f"--experiment={exp.name}", f"--root={fs.abspath(args.root)}"]
     remote += [f"--{k}={v}" for k, v in (("sizes", args.sizes), ("tasks", args.tasks), ("seeds", args.seeds)) if v]
     remote += (["--keep_going"] if args.keep_going else []) + extra
     command = experiments.tpu_command(remote, shlex.split(args.tpu_args), f"reproduce_{exp.name}")
@@ -79,7 +80,7 @@ def run_main(argv: Sequence[str]) -> int:
     print(f"{exp.name}: {len(runs)} runs, queued on the TPU VM with:\n  {shlex.join(command)}")
     return 0 if args.dry_run else subprocess.run(command).returncode
   if args.dry_run:
-    print(f"{exp.name} ({exp.reproduces}): {len(runs)} runs under {experiments.absolute(args.root)}")
+    print(f"{exp.name} ({exp.reproduces}): {len(runs)} runs under {fs.abspath(args.root)}")
     for i, run in enumerate(runs, 1):
       print(f"[{i}] {experiments.status(run)} {run.name}\n  {run.shell()}")
     return 0

@@ -7,9 +7,12 @@ seqio out of `prompts.py`, which works on ids only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import seqio
+import numpy as np
+
+if TYPE_CHECKING:  # imported in load_vocabulary only: seqio imports TensorFlow (seconds)
+  import seqio
 
 DEFAULT_EXTRA_IDS = 100
 
@@ -30,12 +33,36 @@ def load_vocabulary(path: str | Path | None = None,
   path = Path(path) if path is not None else default_vocabulary_path()
   if not path.is_file():
     raise FileNotFoundError(f"SentencePiece model not found: {path}")
-  return seqio.SentencePieceVocabulary(str(path), extra_ids=extra_ids)
+  from prompt_tuning_jax import quiet  # pylint: disable=g-import-not-at-top
+  return quiet.import_seqio().SentencePieceVocabulary(str(path), extra_ids=extra_ids)
 
 
 def encode(vocab: seqio.Vocabulary, text: str) -> list[int]:
   """Piece ids of `text`, without EOS, as a plain list of Python ints."""
   return [int(i) for i in vocab.encode(text)]
+
+
+def pad_ids(rows: Sequence[Sequence[int]], width: int | None = None) -> np.ndarray:
+  """Id lists -> int32 [N, width], 0-padded; longer rows are cut (width None: the longest row)."""
+  width = max((len(r) for r in rows), default=0) if width is None else width
+  out = np.zeros((len(rows), width), np.int32)
+  for i, row in enumerate(rows):
+    row = list(row)[:width]
+    out[i, :len(row)] = row
+  return out
+
+
+def encode_batch(vocab: seqio.Vocabulary, texts: Sequence[str], length: int | None = None, *,
+                 trim: bool = False) -> np.ndarray:
+  """Texts -> EOS-terminated, 0-padded ids [N, length]: the one encode/truncate/EOS/pad.
+
+  Each text's pieces are cut to `length - 1` so its EOS always fits (T5X/SeqIO keep the
+  head of a long input). `length=None` cuts nothing; it, or `trim`, pads to the longest row.
+  """
+  if length is not None and length < 1:
+    raise ValueError(f"encode_batch length must be >= 1 (room for EOS), got {length}")
+  keep = None if length is None else length - 1
+  return pad_ids([encode(vocab, text)[:keep] + [vocab.eos_id] for text in texts], None if trim else length)
 
 
 def label_token_ids(vocab: seqio.Vocabulary,

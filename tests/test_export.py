@@ -8,7 +8,7 @@ import torch
 from prompt_tuning_jax import data, export, vocab
 from prompt_tuning_jax.checkpoints import hf
 from prompt_tuning_jax.config import T5Config
-from prompt_tuning_jax.model import losses, t5
+from prompt_tuning_jax.model import decoding, t5
 from prompt_tuning_jax.prompt import files as prompt_files
 from prompt_tuning_jax.prompt import wrapper
 
@@ -31,9 +31,13 @@ def test_peft_adapter_on_hf_t5_gives_our_log_likelihoods(tmp_path):
                                num_heads=CFG.num_heads, num_layers=CFG.num_decoder_layers)
   pairs = [("premise: a cat sat. hypothesis: an animal sat.", "entailment"),
            ("premise: it rains. hypothesis: it is dry.", "not_entailment")]
-  batch = data.tokenize_pairs(vocab.load_vocabulary(), pairs, {"inputs": 24, "targets": 8})
+  spm = vocab.load_vocabulary()
+  batch = data.encdec_features(vocab.encode_batch(spm, [p[0] for p in pairs], 24),
+                               vocab.encode_batch(spm, [p[1] for p in pairs], 8))
   model = wrapper.make_model(CFG, wrapper.PromptConfig(length=prompt.shape[0]))
-  ours, _ = losses.score_fn(model, wrapper.set_prompt(params, prompt), batch)
+  candidates = batch["decoder_target_tokens"][:, None, :]  # each pair's target: its one candidate
+  ours = decoding.score_candidates(model, wrapper.set_prompt(params, prompt), batch["encoder_input_tokens"],
+                                   candidates)[:, 0]
 
   peft_model = peft.PeftModel.from_pretrained(hf.to_hf_torch_model(params, CFG), paths["peft"]).eval()
   with torch.no_grad():
@@ -45,7 +49,7 @@ def test_peft_adapter_on_hf_t5_gives_our_log_likelihoods(tmp_path):
   theirs = (np.take_along_axis(logp, targets[..., None], -1)[..., 0] * (targets > 0)).sum(-1)
   np.testing.assert_allclose(np.asarray(ours), theirs, rtol=1e-5)
   # And the prompt changes the score (the adapter is really applied).
-  plain, _ = losses.score_fn(t5.Transformer(CFG), params, batch)
+  plain = decoding.score_candidates(t5.Transformer(CFG), params, batch["encoder_input_tokens"], candidates)[:, 0]
   assert np.abs(np.asarray(plain) - theirs).max() > 1e-3
 
 

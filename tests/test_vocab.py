@@ -62,3 +62,22 @@ def test_missing_vocabulary_names_path(tmp_path):
   missing = tmp_path / "nope.model"
   with pytest.raises(FileNotFoundError, match="nope.model"):
     vocab_lib.load_vocabulary(missing)
+
+
+def test_encode_batch_truncates_adds_eos_and_pads_like_sentencepiece(vocab, sp):
+  texts = ["premise: The cat sat on the mat. hypothesis: A cat sat.", "yes", ""]
+  got = vocab_lib.encode_batch(vocab, texts, 6)
+  want = [(sp.encode(t, out_type=int)[:5] + [1] + [0] * 6)[:6] for t in texts]
+  assert got.dtype == "int32" and got.tolist() == want
+  assert got[0, -1] == 1  # a long text keeps its EOS
+  untrimmed = vocab_lib.encode_batch(vocab, texts)  # no length: nothing cut, pad to the longest
+  assert untrimmed.shape == (3, len(sp.encode(texts[0])) + 1) and untrimmed[0].tolist() == sp.encode(texts[0]) + [1]
+  trimmed = vocab_lib.encode_batch(vocab, ["yes", ""], 6, trim=True)
+  assert trimmed.tolist() == [sp.encode("yes", out_type=int) + [1], [1] + [0] * len(sp.encode("yes"))]
+  with pytest.raises(ValueError, match="length must be >= 1"):
+    vocab_lib.encode_batch(vocab, texts, 0)
+
+
+def test_pad_ids_cuts_and_pads():
+  assert vocab_lib.pad_ids([[5, 6, 7], [8]], 2).tolist() == [[5, 6], [8, 0]]
+  assert vocab_lib.pad_ids([[5, 6, 7], [8]]).tolist() == [[5, 6, 7], [8, 0, 0]]

@@ -2,20 +2,21 @@
 several: an ensemble; a mixture: each sub-task with its own prompt, in shared batches."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import seqio
-
-from prompt_tuning_jax import data
+from prompt_tuning_jax import data, quiet
 from prompt_tuning_jax.evaluators import ensemble, loading, task_evaluator
 from prompt_tuning_jax.evaluators.config import EvalConfig
+
+if TYPE_CHECKING:
+  import seqio
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
   """-> {task name: metrics}; writes metrics/predictions under cfg.output_dir if set."""
   task = data.get_task(cfg.data)
   names = [ensemble.parse_prompt_flag(p)[0] for p in cfg.model.prompts]
-  mixture_ids = mixture_prompt_ids(task, names) if isinstance(task, seqio.Mixture) else None
+  mixture_ids = mixture_prompt_ids(task, names) if isinstance(task, quiet.import_seqio().Mixture) else None
   loaded = loading.load_model(cfg.model)
   if mixture_ids is not None:
     tasks = [t.name for t in task.tasks]

@@ -7,13 +7,15 @@ config); `run_batched` feeds it zero-padded chunks so shapes never change.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import jax
 import numpy as np
-import seqio
 
 from prompt_tuning_jax.model import decoding, t5
+
+if TYPE_CHECKING:
+  import seqio
 
 MODES = ("greedy", "beam", "rank")
 

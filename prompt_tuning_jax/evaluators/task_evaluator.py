@@ -18,13 +18,13 @@ import importlib
 import json
 import logging
 import re
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import jax
 import numpy as np
-import seqio
 
-from prompt_tuning_jax import data
+from prompt_tuning_jax import data, quiet
+from prompt_tuning_jax import vocab as vocab_lib
 from prompt_tuning_jax.checkpoints import fs
 from prompt_tuning_jax.evaluators import submission
 from prompt_tuning_jax.evaluators.config import EvalConfig
@@ -35,8 +35,11 @@ from prompt_tuning_jax.evaluators.predictor import (
   outputs_from_tokens,
   run_by_length,
 )
-from prompt_tuning_jax.model import decoding, t5
+from prompt_tuning_jax.model import t5
 from prompt_tuning_jax.trainer import metric_writer
+
+if TYPE_CHECKING:  # seqio imports TensorFlow: only where the eval data is read (data.get_task)
+  import seqio
 
 Array = jax.Array
 UNK_TARGET = "<unk>"  # target of unlabeled (test) rows
@@ -93,15 +96,6 @@ def candidate_labels(task: seqio.Task, examples: Sequence[dict], *, module: str 
   return found, source
 
 
-def encode_candidates(vocab: seqio.Vocabulary, labels: Sequence[str], max_length: int) -> np.ndarray:
-  """Label strings -> EOS-terminated, 0-padded ids [C, T'] (T' <= max_length)."""
-  rows = [list(vocab.encode(label))[: max_length - 1] + [decoding.EOS_ID] for label in labels]
-  out = np.zeros((len(rows), max(len(r) for r in rows)), np.int32)
-  for i, row in enumerate(rows):
-    out[i, : len(row)] = row
-  return out
-
-
 # ---------------------------------------------------------------------------- one task
 
 @dataclasses.dataclass
@@ -133,27 +127,19 @@ def load_task_data(data_config: data.DataConfig, *, split: str | None = None,
   """Read and tokenize the eval split of `task_name` (default: the config's task)."""
   cfg = data_config if task_name is None else dataclasses.replace(data_config, mixture_or_task_name=task_name)
   task = data.get_task(cfg)
-  if not isinstance(task, seqio.Task):
+  if not isinstance(task, quiet.import_seqio().Task):
     raise ValueError(f"MIXTURE_OR_TASK_NAME={cfg.mixture_or_task_name!r} is a mixture; evaluate its "
                      f"tasks ({[t.name for t in task.tasks]}) with MultiTaskEvaluator")
   examples = data.eval_examples(cfg, split)
   if not examples:
     raise ValueError(f"task {task.name!r} split {split or cfg.eval_split!r} has no examples")
-  inputs = pad_rows([data.cut_eval_inputs(ex["inputs"], cfg.eval_inputs_length) for ex in examples])
+  inputs = vocab_lib.pad_ids([data.cut_eval_inputs(ex["inputs"], cfg.eval_inputs_length) for ex in examples])
   found, note = candidate_labels(task, examples, module=cfg.mixture_or_task_module, explicit=labels)
   cands = None
   if found is not None:
-    cands = encode_candidates(task.output_features["targets"].vocabulary, found,
-                              cfg.eval_targets_length or 1 << 20)
+    cands = vocab_lib.encode_batch(task.output_features["targets"].vocabulary, found, cfg.eval_targets_length,
+                                   trim=True)
   return TaskData(task, examples, inputs, found, cands, note, data.eval_decode_length(cfg, examples))
-
-
-def pad_rows(rows: Sequence[np.ndarray]) -> np.ndarray:
-  """Variable-length id rows -> zero-padded [N, longest]."""
-  out = np.zeros((len(rows), max(len(r) for r in rows)), np.int32)
-  for i, r in enumerate(rows):
-    out[i, : len(r)] = r
-  return out
 
 
 def compute_metrics(task_data: TaskData, texts: Sequence[str]) -> tuple[dict[str, float], list[Any]]:
@@ -226,7 +212,7 @@ def predict_tasks(predictor: Predictor, params: Any, sets: Sequence[TaskData],
     if not group:
       continue
     order = sorted(((i, k) for k in group for i in range(len(sets[k].examples))))
-    inputs = pad_rows([sets[k].inputs[i] for i, k in order])
+    inputs = vocab_lib.pad_ids([sets[k].inputs[i] for i, k in order])
     ids = None if prompt_ids[group[0]] is None else np.asarray([prompt_ids[k] for _, k in order], np.int32)
     if effective == "rank" and len(group) == 1:  # one label set shared by the batch
       shared = sets[group[0]].candidates

@@ -225,13 +225,12 @@ def shift_right(targets: Array) -> Array:
   return jnp.concatenate([jnp.zeros_like(targets[..., :1]), targets[..., :-1]], axis=-1)
 
 
-def score_candidates(model: t5.Transformer, params: Any, encoder_input_tokens: Array,
-                     candidates: Array, *, prompt_ids: Array | None = None) -> Array:
-  """Log-likelihood of each candidate target, encoding each example once.
+def candidate_log_probs(model: t5.Transformer, params: Any, encoder_input_tokens: Array,
+                        candidates: Array, *, prompt_ids: Array | None = None) -> Array:
+  """Per-token log p of each candidate target, encoding each example once.
 
-  candidates: [C, T] shared by all examples, or [B, C, T] per example; EOS-terminated,
-  0-padded. Returns [B, C] summed log p(token) over the non-pad tokens (EOS included);
-  an all-pad candidate (padding in a per-example list) scores NEG_INF.
+  candidates: [C, T] shared by all examples, or [B, C, T] per example (a pair scorer passes
+  [B, 1, T]); EOS-terminated, 0-padded. Returns [B, C, T] log p(token), 0 at padding.
   """
   encoded, valid = encode(model, params, encoder_input_tokens, prompt_ids=prompt_ids)
   b = encoder_input_tokens.shape[0]
@@ -241,13 +240,13 @@ def score_candidates(model: t5.Transformer, params: Any, encoder_input_tokens: A
   flat = candidates.reshape(b * c, t).astype(jnp.int32)
   logits = model.apply({"params": params}, jnp.repeat(encoded, c, axis=0), jnp.repeat(valid, c, axis=0),
                        shift_right(flat), flat, method=t5.Transformer.decode)
-  token_logp = jnp.where(flat > 0, losses.token_log_likelihood(logits, flat), 0.0)
-  scores = token_logp.sum(axis=-1).reshape(b, c)
+  return jnp.where(flat > 0, losses.token_log_likelihood(logits, flat), 0.0).reshape(b, c, t)
+
+
+def score_candidates(model: t5.Transformer, params: Any, encoder_input_tokens: Array,
+                     candidates: Array, *, prompt_ids: Array | None = None) -> Array:
+  """Summed log-likelihood [B, C] of each candidate (EOS included): rank classification's
+  and the pair scorer's one scoring path. An all-pad candidate (padding in a per-example
+  list) scores NEG_INF."""
+  scores = candidate_log_probs(model, params, encoder_input_tokens, candidates, prompt_ids=prompt_ids).sum(-1)
   return jnp.where(jnp.any(candidates > 0, axis=-1), scores, NEG_INF)
-
-
-def rank_classify(model: t5.Transformer, params: Any, encoder_input_tokens: Array,
-                  candidates: Array, *, prompt_ids: Array | None = None) -> tuple[Array, Array]:
-  """-> (index of the most likely candidate [B], all candidate scores [B, C])."""
-  scores = score_candidates(model, params, encoder_input_tokens, candidates, prompt_ids=prompt_ids)
-  return jnp.argmax(scores, axis=-1).astype(jnp.int32), scores

@@ -1,4 +1,4 @@
-"""Cross-entropy with T5X's z-loss, and per-token log-likelihoods for scoring."""
+"""Cross-entropy with T5X's z-loss, and per-token log-likelihoods (scoring: `decoding.score_candidates`)."""
 from __future__ import annotations
 
 from typing import Any
@@ -58,14 +58,3 @@ def loss_fn(model: nn.Module, params: Any, batch: dict[str, Array], dropout_rng:
   weights = batch.get("decoder_loss_weights", batch["decoder_target_tokens"] > 0)
   return loss_and_metrics(logits, batch["decoder_target_tokens"], weights, z_loss=z_loss,
                                  loss_normalizing_factor=loss_normalizing_factor)
-
-
-def score_fn(model: nn.Module, params: Any, batch: dict[str, Array]) -> tuple[Array, Array]:
-  """Per-example summed target log-likelihood [B] and per-token log-probs [B, T]."""
-  logits = model.apply({"params": params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
-                       batch["decoder_target_tokens"], prompt_ids=batch.get("prompt_ids"),
-                       encoder_segment_ids=batch.get("encoder_segment_ids"),
-                       decoder_segment_ids=batch.get("decoder_segment_ids"))
-  token_logp = token_log_likelihood(logits, batch["decoder_target_tokens"])
-  token_logp = jnp.where(batch["decoder_target_tokens"] > 0, token_logp, 0.0)
-  return token_logp.sum(axis=-1), token_logp

@@ -199,14 +199,14 @@ def train_command(s: Setting, model_dir: str, extra: Sequence[str] = ()) -> list
 
 def ensemble_run(root: str, size: str, task: str, members: Sequence[Run], extra: Sequence[str] = ()) -> Run:
   """Majority vote / score averaging of the members' best prompts on the dev set (Table 3)."""
-  out = _join(root, "ensemble", size, task)
+  out = fs.join(root, "ensemble", size, task)
   command = ["python", "-m", "prompt_tuning_jax.eval", f"--gin_file=models/t5_1_1_{size}.gin",
              f"--gin.MIXTURE_OR_TASK_NAME=superglue_{task}_taskless",
              '--gin.TASK_FEATURE_LENGTHS={"inputs": 512, "targets": 8}', "--gin.BATCH_SIZE=32"]
-  command += [f"--prompt={_join(m.output_dir, 'best', 'prompt.npy')}" for m in members]
+  command += [f"--prompt={fs.join(m.output_dir, 'best', 'prompt.npy')}" for m in members]
   command += ["--mode=greedy", f"--output_dir={out}"] + list(extra)
   return Run(f"ensemble/{size}/{task}", "eval", tuple(command), out,
-             done_file=_join(out, f"superglue_{task}_taskless.ensemble.metrics.json"),
+             done_file=fs.join(out, f"superglue_{task}_taskless.ensemble.metrics.json"),
              needs=tuple(m.name for m in members))
 
 
@@ -228,14 +228,14 @@ def expand(experiment: Experiment, root: str, *, sizes: Sequence[str] | None = N
   repeat each point (default SEEDS, 3 runs per point as the paper)."""
   sizes = _check("--sizes", sizes, experiment.sizes, SIZES + ("demo",))
   tasks = _check("--tasks", tasks, experiment.tasks, KNOWN_TASKS)
-  root = absolute(root)
+  root = fs.abspath(root)
   steps = train_steps(extra)
   runs, seen = [], set()
   for s in with_seeds(experiment, experiment.settings(sizes, tasks), seeds):
     if s.relpath in seen:
       continue
     seen.add(s.relpath)
-    model_dir = _join(root, s.relpath)
+    model_dir = fs.join(root, s.relpath)
     runs.append(Run(s.relpath, "train", tuple(train_command(s, model_dir, extra)), model_dir,
                     train_steps=steps, setting=s))
   if experiment.ensemble:
@@ -283,11 +283,6 @@ def train_steps(extra: Sequence[str]) -> int:
 
 # ------------------------------------------------------------------------ file system
 
-absolute = fs.abspath
-_join = fs.join
-exists = fs.exists
-
-
 def read_text(path: str) -> str | None:
   return fs.read_text(path) if fs.exists(path) else None
 
@@ -298,7 +293,7 @@ def write_text(path: str, text: str) -> None:
 
 def last_step(model_dir: str) -> int | None:
   """The largest step in MODEL_DIR/metrics.jsonl (None when there is none)."""
-  text = read_text(_join(model_dir, "metrics.jsonl"))
+  text = read_text(fs.join(model_dir, "metrics.jsonl"))
   steps = [json.loads(line).get("step") for line in (text or "").splitlines() if line.strip()]
   steps = [s for s in steps if isinstance(s, int)]
   return max(steps) if steps else None
@@ -307,14 +302,14 @@ def last_step(model_dir: str) -> int | None:
 def status(run: Run) -> str:
   """'done', 'started' (resumable: rerunning continues it) or 'todo'."""
   if run.kind == "eval":
-    return "done" if exists(run.done_file) else "todo"
-  if exists(_join(run.output_dir, DONE_MARKER)):
+    return "done" if fs.exists(run.done_file) else "todo"
+  if fs.exists(fs.join(run.output_dir, DONE_MARKER)):
     return "done"
   step = last_step(run.output_dir)
-  prompt_ok = run.setting is None or not run.setting.prompt or exists(_join(run.output_dir, "prompt.npy"))
+  prompt_ok = run.setting is None or not run.setting.prompt or fs.exists(fs.join(run.output_dir, "prompt.npy"))
   if step is not None and step >= run.train_steps and prompt_ok:
     return "done"
-  return "started" if exists(run.output_dir) else "todo"
+  return "started" if fs.exists(run.output_dir) else "todo"
 
 
 # -------------------------------------------------------------------------- launching
@@ -352,7 +347,7 @@ def launch_local(runs: Sequence[Run], *, keep_going: bool = False, log: Callable
         break
       continue
     if run.kind == "train":
-      write_text(_join(run.output_dir, DONE_MARKER), json.dumps(
+      write_text(fs.join(run.output_dir, DONE_MARKER), json.dumps(
           {"command": list(run.command), "seconds": round(time.time() - start, 1)}, indent=1))
     outcomes[run.name] = "ran"
   return outcomes

@@ -19,6 +19,7 @@ import os
 import statistics
 from typing import Any, Sequence
 
+from prompt_tuning_jax.checkpoints import fs
 from prompt_tuning_jax.evaluators.superglue_metrics import TASK_METRICS
 from prompt_tuning_jax.paper import experiments as grid
 from prompt_tuning_jax.paper import published
@@ -93,7 +94,7 @@ def mean_of(values: Sequence[float], expected: int) -> str:
 
 def eval_history(model_dir: str) -> list[dict[str, float]]:
   """The eval lines of metrics.jsonl, 'eval/' stripped: [{'step': s, 'accuracy': v, ...}]."""
-  text = grid.read_text(grid._join(model_dir, "metrics.jsonl")) or ""
+  text = grid.read_text(fs.join(model_dir, "metrics.jsonl")) or ""
   out = []
   for line in text.splitlines():
     record = json.loads(line) if line.strip() else {}
@@ -108,7 +109,7 @@ def best_eval(model_dir: str, metric: str | Sequence[str]) -> dict[str, float] |
   evals = [e for e in eval_history(model_dir) if selection_value(e, metric) is not None]
   if evals:
     return max(evals, key=lambda e: selection_value(e, metric))
-  best = grid.read_text(grid._join(model_dir, "best", "best.json"))
+  best = grid.read_text(fs.join(model_dir, "best", "best.json"))
   if best:
     best = json.loads(best)
     if isinstance(metric, str) and best.get("metric") == metric:
@@ -363,8 +364,8 @@ def aggregate(root: str, experiments: Sequence[str], *, sizes: Sequence[str] | N
               extra: Sequence[str] = (), seeds: Sequence[int] | None = None) -> dict[str, list[str]]:
   """Write <out_dir>/<experiment>.{md,csv}, <experiment>_runs.csv and the PNGs
   (default out_dir: <root>/results) -> {experiment: [files written]}."""
-  root = grid.absolute(root)
-  out_dir = out_dir or grid._join(root, "results")
+  root = fs.abspath(root)
+  out_dir = out_dir or fs.join(root, "results")
   if "://" not in out_dir:
     os.makedirs(out_dir, exist_ok=True)
   written: dict[str, list[str]] = {}
@@ -379,8 +380,8 @@ def aggregate(root: str, experiments: Sequence[str], *, sizes: Sequence[str] | N
     files = {f"{name}.md": _page(exp, table, png), f"{name}.csv": table.csv(),
              f"{name}_runs.csv": runs_table(runs).csv()}
     for fname, text in files.items():
-      grid.write_text(grid._join(out_dir, fname), text)
-    written[name] = [grid._join(out_dir, f) for f in files] + ([png] if png else [])
+      grid.write_text(fs.join(out_dir, fname), text)
+    written[name] = [fs.join(out_dir, f) for f in files] + ([png] if png else [])
   return written
 
 
@@ -392,7 +393,7 @@ def _table_and_plot(name: str, runs: Sequence[grid.Run], root: str, sizes: Seque
     table = per_task_table(name, runs, sizes, tasks)
     if not plottable or name == "demo":
       return table, None
-    return table, figure1(root, sizes, tasks, extra, grid._join(out_dir, "figure1.png"), seeds)
+    return table, figure1(root, sizes, tasks, extra, fs.join(out_dir, "figure1.png"), seeds)
   if name == "ensemble":
     return ensemble_table(runs, sizes, tasks), None
   if name == "transfer":
@@ -403,7 +404,7 @@ def _table_and_plot(name: str, runs: Sequence[grid.Run], root: str, sizes: Seque
   table = ablation_table(name, runs, sizes, tasks)
   png = None
   if plottable:
-    png = plot_vs_size(size_stats(runs, name, sizes, tasks), grid._join(out_dir, f"{name}.png"),
+    png = plot_vs_size(size_stats(runs, name, sizes, tasks), fs.join(out_dir, f"{name}.png"),
                        title=f"{grid.EXPERIMENTS[name].reproduces}")
   return table, png
 

@@ -124,10 +124,6 @@ def make_optimizer(cfg: OptimConfig, labels: Any = None) -> optax.GradientTransf
   return optax.multi_transform(transforms, labels)
 
 
-def global_norm(tree: Any) -> jax.Array:
-  return optax.global_norm(tree)
-
-
 def restore_adafactor_states(opt_state: Any, read_state: Callable[[str], Any]) -> tuple[Any, int]:
   """Put a T5X checkpoint's Adafactor second moments into optax's fresh state.
 

@@ -101,14 +101,6 @@ def _accumulate(grad_fn, params: Any, batch: dict[str, Array], rng: Array | None
   return grads, {k: v / tokens if k in _TOKEN_MEANS else v for k, v in sums.items()}
 
 
-def eval_step(params: Any, batch: dict[str, Array], *, model: t5.Transformer,
-              loss_config: LossConfig) -> dict:
-  """Teacher-forced loss metrics on a batch (no dropout)."""
-  _, metrics = losses.loss_fn(model, params, batch, None, z_loss=loss_config.z_loss,
-                                loss_normalizing_factor=loss_config.loss_normalizing_factor)
-  return metrics
-
-
 def jit_train_step(model: t5.Transformer, optimizer: optax.GradientTransformation,
                    loss_config: LossConfig, *, in_shardings: Any = None, out_shardings: Any = None):
   """train_step compiled once, with the state donated (and shardings when given)."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from prompt_tuning_jax.config import T5Config
-from prompt_tuning_jax.model import decoding, losses
+from prompt_tuning_jax.model import decoding
 from prompt_tuning_jax.prompt import wrapper
 
 CFG = T5Config(vocab_size=64, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32,
@@ -126,9 +126,9 @@ def test_beam_search_rejects_bad_options(setup):
     decoding.beam_search(model, params, inputs, MAX_LEN, num_beams=40)
 
 
-def test_rank_scores_match_score_fn(setup):
-  """Per-example candidates (some padded) scored with one encoder pass agree with
-  `losses.score_fn`, which runs the whole model once per (example, candidate)."""
+def test_rank_scores_match_full_pass(setup):
+  """Per-example candidates (some padded) scored with one encoder pass agree with the
+  teacher-forced full pass, run once per (example, candidate)."""
   model, params, inputs = setup
   rng = np.random.RandomState(1)
   cands = rng.randint(2, CFG.vocab_size, size=(len(inputs), 3, 4)).astype(np.int32)
@@ -140,10 +140,8 @@ def test_rank_scores_match_score_fn(setup):
   scores = np.asarray(score(model, params, inputs, cands))
   b, c, _ = cands.shape
   targets = cands.reshape(b * c, -1)
-  batch = {"encoder_input_tokens": np.repeat(inputs, c, axis=0), "decoder_target_tokens": targets,
-           "decoder_input_tokens": np.asarray(decoding.shift_right(jnp.asarray(targets)))}
-  reference, _ = jax.jit(losses.score_fn, static_argnums=0)(model, params, batch)
-  reference = np.asarray(reference).reshape(b, c)
+  logp = full_pass_logp(model, params, np.repeat(inputs, c, axis=0), targets)
+  reference = (np.take_along_axis(logp, targets[..., None], -1)[..., 0] * (targets > 0)).sum(-1).reshape(b, c)
   real = cands.any(-1)
   np.testing.assert_allclose(scores[real], reference[real], atol=1e-5)
   assert (scores[~real] == decoding.NEG_INF).all()

@@ -282,6 +282,7 @@ def test_aggregate_ensemble_and_transfer_tables(tmp_path):
 
 # ---------------------------------------------------------------- a real tiny run
 
+@pytest.mark.slow
 def test_real_tiny_run_through_the_local_launcher_then_aggregate(tmp_path, capsys):
   """The hidden demo experiment (bundled demo model and task) for 3 steps, then its table."""
   assert (experiments.DEMO_CHECKPOINT / "checkpoint").exists(), f"demo model missing: {experiments.DEMO_CHECKPOINT}"

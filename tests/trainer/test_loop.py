@@ -133,6 +133,7 @@ def _run_child(model_dir, steps, *, kill_after_checkpoint=None):
   proc.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_kill_9_then_resume_reaches_the_same_prompt_bit_for_bit(tmp_path):
   steps = 12

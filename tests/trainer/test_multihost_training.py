@@ -120,6 +120,7 @@ def test_each_host_reads_its_rows_of_the_single_host_batches():
     next(data.train_batches(cfg, shard_id=2, num_shards=2))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(3 * LAUNCH_TIMEOUT_S)
 def test_two_processes_train_checkpoint_resume_and_match_one_process(tmp_path):
   multi = tmp_path / "multi"
