@@ -22,10 +22,9 @@ from typing import Any, Sequence
 import seqio
 
 import gin
-from prompt_tuning_jax import cli, data
-from prompt_tuning_jax.checkpoints import backbone
+from prompt_tuning_jax import cli, data, distributed, sharding
 from prompt_tuning_jax.config import T5Config
-from prompt_tuning_jax.evaluators import ensemble, predictor, task_evaluator
+from prompt_tuning_jax.evaluators import ensemble, predictor, sharded, task_evaluator
 from prompt_tuning_jax.prompt import wrapper
 
 _DATA_MACROS = {"MIXTURE_OR_TASK_NAME": "mixture_or_task_name",
@@ -49,15 +48,26 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--num_beams", type=int, default=4)
   parser.add_argument("--alpha", type=float, default=0.6, help="beam brevity penalty exponent")
   parser.add_argument("--max_decode_length", type=int, default=None)
+  sharded.add_flags(parser)
 
 
-def load_model(prompt_flags: Sequence[str]) -> tuple[T5Config, Any, dict, list[str], int]:
+def placement(args: argparse.Namespace) -> sharded.Placement:
+  """Join the job and build the training mesh: gin's PartitionConfig (NUM_PARTITIONS too)."""
+  partition = cli.build_config(sharding.PartitionConfig)
+  if gin_macro("NUM_PARTITIONS") is not None:
+    partition = dataclasses.replace(partition, num_partitions=gin_macro("NUM_PARTITIONS"))
+  return sharded.start(partition, coordinator_address=args.coordinator_address,
+                       num_processes=args.num_processes, process_id=args.process_id)
+
+
+def load_model(prompt_flags: Sequence[str], where: sharded.Placement | None = None,
+               ) -> tuple[T5Config, Any, dict, list[str], int]:
   """gin's T5Config + CHECKPOINT_PATH + prompts -> (config, model, params, names, N)."""
   t5_config = cli.build_config(T5Config)
   path = gin_macro("CHECKPOINT_PATH", gin_macro("INITIAL_CHECKPOINT_PATH"))
   if not path:
     raise SystemExit("set --gin.CHECKPOINT_PATH=... (a T5X checkpoint, HF T5 folder or 'random:<seed>')")
-  frozen, _ = backbone.load_frozen(path, t5_config)
+  frozen, _ = sharded.load_backbone(path, t5_config, where)
   names, bank = ensemble.load_bank(prompt_flags, t5_config.emb_dim)
   if bank is None:
     return t5_config, wrapper.make_model(t5_config, None), frozen, [], 0
@@ -78,13 +88,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--output_dir", default=None, help="metrics JSON, predictions JSONL, TensorBoard")
   parser.add_argument("--split", default=None, help="default: DataConfig.eval_split")
   args = cli.parse(parser, argv)
+  where = placement(args)
   cfg = data_config()
   task = data.get_task(cfg)
   names = [ensemble.parse_prompt_flag(p)[0] for p in args.prompt]
   mixture_ids = _mixture_prompt_ids(task, names) if isinstance(task, seqio.Mixture) else None
-  _, model, params, _, n = load_model(args.prompt)
+  _, model, params, _, n = load_model(args.prompt, where)
   opts = dict(mode=args.mode, batch_size=args.batch_size, split=args.split, num_beams=args.num_beams,
-              alpha=args.alpha, max_decode_length=args.max_decode_length, output_dir=args.output_dir)
+              alpha=args.alpha, max_decode_length=args.max_decode_length, output_dir=args.output_dir,
+              placement=where)
   if mixture_ids is not None:
     names = [t.name for t in task.tasks]
     results = task_evaluator.MultiTaskEvaluator(cfg, model, names, prompt_ids=mixture_ids, **opts).evaluate(params)
@@ -92,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results = {task.name: ensemble.EnsembleEvaluator(cfg, model, n, **opts)(params)}
   else:
     results = {task.name: task_evaluator.Evaluator(cfg, model, prompt_id=0 if n else None, **opts)(params)}
-  if args.output_dir:
+  if args.output_dir and distributed.is_primary():
     cli.write_operative_config(args.output_dir)
   print(json.dumps(results, indent=2, sort_keys=True))
   return results

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from prompt_tuning_jax import cli
+from prompt_tuning_jax import cli, distributed
 from prompt_tuning_jax import eval as eval_cli
 from prompt_tuning_jax import vocab as vocab_lib
 from prompt_tuning_jax.evaluators import predictor
@@ -85,16 +85,17 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
   args = cli.parse(parser, argv)
   if args.mode == "rank":
     raise SystemExit("--mode=rank needs candidate labels; infer decodes (greedy or beam)")
-  _, model, params, names, _ = eval_cli.load_model(args.prompt)
+  where = eval_cli.placement(args)
+  _, model, params, names, _ = eval_cli.load_model(args.prompt, where)
   vocab = vocab_lib.load_vocabulary(args.vocabulary)
   rows = read_inputs(args.input_file, args.input_field, args.prompt_field)
   pairs = requests(rows, names)
   tokens = tokenize(vocab, [rows[i][0] for i, _ in pairs], args.input_length)
   ids = np.asarray([k for _, k in pairs], np.int32)
   runner = predictor.Predictor(model, max_decode_length=args.max_decode_length or 8,
-                                   num_beams=args.num_beams, alpha=args.alpha)
+                                   num_beams=args.num_beams, alpha=args.alpha, placement=where)
   out_tokens, scores = predictor.run_batched(
-      lambda x, p: runner.generate(params, x, p, mode=args.mode), [tokens, ids], args.batch_size or 32)
+      lambda x, p: runner.generate_async(params, x, p, mode=args.mode), [tokens, ids], args.batch_size or 32)
   outputs = predictor.outputs_from_tokens(vocab, out_tokens, scores)
   results = [{"input": text, "outputs": []} for text, _ in rows]
   for r, (i, k) in enumerate(pairs):
@@ -103,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     if outputs.beams is not None:
       item["beams"] = [{"output": t, "score": s} for t, s in outputs.beams[r]]
     results[i]["outputs"].append(item)
+  if not distributed.is_primary():
+    return results
   os.makedirs(os.path.dirname(os.path.abspath(args.output_file)), exist_ok=True)
   with open(args.output_file, "w", encoding="utf-8") as f:
     for rec in results:

@@ -14,10 +14,10 @@ import json
 from typing import Sequence
 
 import gin
-from prompt_tuning_jax import cli, vocab
-from prompt_tuning_jax.checkpoints import backbone
+from prompt_tuning_jax import cli, distributed, vocab
+from prompt_tuning_jax import eval as eval_cli
 from prompt_tuning_jax.config import T5Config
-from prompt_tuning_jax.evaluators import scorer
+from prompt_tuning_jax.evaluators import scorer, sharded
 from prompt_tuning_jax.prompt import files as prompt_files
 from prompt_tuning_jax.prompt import wrapper
 
@@ -45,9 +45,11 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--prompt", default=None, help=".npy, numpy_checkpoints file, PEFT dir or T5X checkpoint")
   parser.add_argument("--vocabulary", default=None, help="SentencePiece model (default: bundled T5 vocabulary)")
   parser.add_argument("--batch_size", type=int, default=16)
+  sharded.add_flags(parser)
   args = cli.parse(parser, argv)
+  where = eval_cli.placement(args)
   cfg = cli.build_config(T5Config)
-  params, _ = backbone.load_frozen(gin.query_parameter("%CHECKPOINT_PATH"), cfg)
+  params, _ = sharded.load_backbone(gin.query_parameter("%CHECKPOINT_PATH"), cfg, where)
   prompt_cfg = None
   if args.prompt:
     prompt = prompt_files.load_prompt(args.prompt)
@@ -56,8 +58,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     params = wrapper.set_prompt(params, prompt)
   model = wrapper.make_model(cfg, prompt_cfg)
   rows = read_pairs(args.input_file)
-  pair_scorer = scorer.Scorer(model, params, vocab.load_vocabulary(args.vocabulary), batch_size=args.batch_size)
+  pair_scorer = scorer.Scorer(model, params, vocab.load_vocabulary(args.vocabulary), batch_size=args.batch_size,
+                              placement=where)
   results = pair_scorer.score([(r["inputs"], r["targets"]) for r in rows])
+  if not distributed.is_primary():
+    return
   with open(args.output_file, "w") as f:
     for row, res in zip(rows, results):
       f.write(json.dumps({**row, **res}) + "\n")

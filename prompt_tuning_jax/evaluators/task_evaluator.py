@@ -25,7 +25,8 @@ import jax
 import numpy as np
 import seqio
 
-from prompt_tuning_jax import data
+from prompt_tuning_jax import data, distributed, sharding
+from prompt_tuning_jax.evaluators import sharded
 from prompt_tuning_jax.evaluators.predictor import (
   Outputs,
   Predictor,
@@ -221,7 +222,7 @@ def predict_tasks(predictor: Predictor, params: Any, sets: Sequence[TaskData],
     ids = None if prompt_ids[group[0]] is None else np.asarray([prompt_ids[k] for _, k in order], np.int32)
     if effective == "rank" and len(group) == 1:  # one label set shared by the batch
       shared = sets[group[0]].candidates
-      out = run_batched(lambda x, p: predictor.score(params, x, shared, p), [inputs, ids], batch_size)
+      out = run_batched(lambda x, p: predictor.score_async(params, x, shared, p), [inputs, ids], batch_size)
     elif effective == "rank":  # per-example label sets, 0-padded to a common [C, T]
       width = max(sets[k].candidates.shape[1] for k in group)
       count = max(sets[k].candidates.shape[0] for k in group)
@@ -229,9 +230,9 @@ def predict_tasks(predictor: Predictor, params: Any, sets: Sequence[TaskData],
       for row, (_, k) in enumerate(order):
         c = sets[k].candidates
         cands[row, : c.shape[0], : c.shape[1]] = c
-      out = run_batched(lambda x, c, p: predictor.score(params, x, c, p), [inputs, cands, ids], batch_size)
+      out = run_batched(lambda x, c, p: predictor.score_async(params, x, c, p), [inputs, cands, ids], batch_size)
     else:
-      out = run_batched(lambda x, p: predictor.generate(params, x, p, mode=effective), [inputs, ids],
+      out = run_batched(lambda x, p: predictor.generate_async(params, x, p, mode=effective), [inputs, ids],
                         batch_size)
     for k in group:
       rows = [row for row, (_, kk) in enumerate(order) if kk == k]
@@ -249,7 +250,8 @@ class MultiTaskEvaluator:
                prompt_ids: Sequence[int | None] | None = None, mode: str = "greedy",
                batch_size: int | None = None, split: str | None = None,
                max_decode_length: int | None = None, num_beams: int = 4, alpha: float = 0.6,
-               labels: dict[str, Sequence[str]] | None = None, output_dir: str | None = None):
+               labels: dict[str, Sequence[str]] | None = None, output_dir: str | None = None,
+               placement: sharded.Placement | None = None):
     self.mode = check_mode(mode)
     self.sets = [load_task_data(data_config, split=split, task_name=n, labels=(labels or {}).get(n))
                  for n in task_names]
@@ -260,7 +262,8 @@ class MultiTaskEvaluator:
     self.output_dir = output_dir
     self.split = split or data_config.eval_split
     max_len = max_decode_length or data_config.task_feature_lengths["targets"]
-    self.predictor = Predictor(model, max_decode_length=max_len, num_beams=num_beams, alpha=alpha)
+    self.predictor = Predictor(model, max_decode_length=max_len, num_beams=num_beams, alpha=alpha,
+                               placement=placement)
     for s in self.sets:
       if s.mode_for(self.mode) != self.mode:
         logging.warning("rank classification is not possible for %s (%s); using greedy decoding",
@@ -274,12 +277,12 @@ class MultiTaskEvaluator:
     for s, pid, out in zip(self.sets, self.prompt_ids, outputs):
       scores, preds = compute_metrics(s, out.texts)
       results[s.name] = scores
-      if self.output_dir:
+      if self.output_dir and distributed.is_primary():
         summary = {"task": s.name, "split": self.split, "mode": s.mode_for(self.mode),
                    "requested_mode": self.mode, "rank_candidates": s.rank_note, "step": step,
                    "prompt_id": pid, "num_examples": len(s.examples), "metrics": scores}
         write_results(self.output_dir, s.name, summary, prediction_records(s, out, preds), step)
-    if self.output_dir:
+    if self.output_dir and distributed.is_primary():
       writer = metric_writer.MetricsWriter(self.output_dir)
       for name, scores in results.items():
         writer.write(step or 0, scores, prefix=f"eval/{name}")
@@ -293,12 +296,13 @@ class Evaluator:
   def __init__(self, data_config: data.DataConfig, model: t5.Transformer, *, batch_size: int | None = None,
                split: str | None = None, max_decode_length: int | None = None, mode: str = "greedy",
                num_beams: int = 4, alpha: float = 0.6, labels: Sequence[str] | None = None,
-               prompt_id: int | None = None, output_dir: str | None = None):
+               prompt_id: int | None = None, output_dir: str | None = None,
+               placement: sharded.Placement | None = None):
     name = data_config.mixture_or_task_name
     self._multi = MultiTaskEvaluator(
         data_config, model, [name], prompt_ids=[prompt_id], mode=mode, batch_size=batch_size, split=split,
         max_decode_length=max_decode_length, num_beams=num_beams, alpha=alpha,
-        labels={name: labels} if labels is not None else None, output_dir=output_dir)
+        labels={name: labels} if labels is not None else None, output_dir=output_dir, placement=placement)
     self.task_data = self._multi.sets[0]
 
   @property
@@ -312,5 +316,7 @@ class Evaluator:
 
 def make_train_evaluator(train_config: Any, model: t5.Transformer, *, mode: str = "greedy",
                          num_beams: int = 4, alpha: float = 0.6) -> Evaluator:
-  """The training loop's eval hook: the run's task, eval split and batch size."""
-  return Evaluator(train_config.data, model, mode=mode, num_beams=num_beams, alpha=alpha)
+  """The training loop's eval hook: the run's task, eval split and batch size, on the run's
+  mesh (`make_mesh` is deterministic, so this is the loop's mesh): rows split over 'data'."""
+  placement = sharded.Placement(sharding.make_mesh(train_config.partition), train_config.partition.rules)
+  return Evaluator(train_config.data, model, mode=mode, num_beams=num_beams, alpha=alpha, placement=placement)
