@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from typing import Any, Callable, Sequence
+import queue
+import threading
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -134,21 +136,56 @@ def pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
 
 def run_batched(fn: Callable[..., Any], arrays: Sequence[np.ndarray | None], batch_size: int) -> Any:
   """Apply fn to fixed-size, zero-padded row chunks of `arrays` (None passes through);
-  concatenates each output's first `n` rows (pytree of numpy arrays).
-
-  Chunk i + 1 is prepared and dispatched before chunk i's results are read, so with
-  an `fn` that returns device arrays (`Predictor.*_async`) host and device overlap.
-  """
+  concatenates each output's first `n` rows (pytree of numpy arrays)."""
   n = next(a for a in arrays if a is not None).shape[0]
+  chunks = (([None if a is None else pad_rows(a[start:start + batch_size], batch_size) for a in arrays],
+             min(batch_size, n - start)) for start in range(0, n, batch_size))
+  return run_stream(fn, chunks)
+
+
+def run_stream(fn: Callable[..., Any], chunks: Iterable[tuple[Sequence[Any], int]]) -> Any:
+  """fn(*arrays) over a stream of (arrays, valid rows) chunks; outputs' valid rows concatenated.
+
+  Chunk i + 1 is taken from `chunks` and dispatched before chunk i's results are read,
+  so with an `fn` that returns device arrays (`Predictor.*_async`) the host prepares and
+  enqueues the next batch while the device runs this one. Pair with `prefetch` to move
+  the host work (tokenising, candidate expansion) to a thread as well.
+  """
   outs, pending = [], None
-  for start in range(0, n, batch_size):
-    chunk = [None if a is None else pad_rows(a[start:start + batch_size], batch_size) for a in arrays]
-    result = (fn(*chunk), min(batch_size, n - start))
+  for arrays, rows in chunks:
+    result = (fn(*arrays), rows)
     if pending is not None:
       outs.append(_fetch(*pending))
     pending = result
+  if pending is None:
+    raise ValueError("run_stream: no chunks")
   outs.append(_fetch(*pending))
   return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
+
+
+def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
+  """Iterate `items` in a background thread, up to `depth` ahead (its errors re-raised here)."""
+  buffer: queue.Queue = queue.Queue(maxsize=depth)
+  done = object()
+
+  def produce():
+    try:
+      for item in items:
+        buffer.put(item)
+      buffer.put(done)
+    except BaseException as e:  # noqa: BLE001  (handed to the consumer)
+      buffer.put(_Failure(e))
+
+  threading.Thread(target=produce, daemon=True).start()
+  while (item := buffer.get()) is not done:
+    if isinstance(item, _Failure):
+      raise item.error
+    yield item
+
+
+@dataclasses.dataclass
+class _Failure:
+  error: BaseException
 
 
 def _fetch(tree: Any, rows: int) -> Any:
