@@ -200,7 +200,7 @@ def main() -> None:
         f"prompt, targets {args.target_len}, {args.dtype} activations, float32 frozen weights")
   fmt = common.fmt
   table = [[r["size"], r["status"], fmt(r.get("step_s"), 3), fmt(r.get("tokens_per_s"), 0),
-            fmt(r.get("gflop_per_step"), 1), fmt(r["mfu"] * 100 if r.get("mfu") is not None else None, 1),
+            fmt(r.get("gflop_per_step"), 3), fmt(r["mfu"] * 100 if r.get("mfu") is not None else None, 1),
             fmt(r.get("peak_gib")), fmt(r.get("plan_gib")), fmt(r.get("compile_s"), 1)] for r in rows]
   print(common.format_table(["size", "status", "step s", "tokens/s", "GFLOP/step", "MFU %", "peak GiB",
                              "plan GiB", "compile s"], table))
