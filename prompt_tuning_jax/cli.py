@@ -73,6 +73,8 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--num_beams", type=int, default=None, help="default: EvalConfig.num_beams (4)")
   parser.add_argument("--alpha", type=float, default=None, help="beam brevity penalty exponent (default 0.6)")
   parser.add_argument("--max_decode_length", type=int, default=None)
+  from prompt_tuning_jax.evaluators import sharded  # pylint: disable=g-import-not-at-top
+  sharded.add_flags(parser)
 
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,

@@ -4,10 +4,11 @@ Batches have the T5X feature names (`encoder_input_tokens`, `decoder_input_token
 `decoder_target_tokens`, `decoder_loss_weights`). Training streams are deterministic for
 a seed, so a resumed run skips exactly the batches it had consumed and sees the same data
 as an uninterrupted one. On several hosts every host builds the same global stream and
-keeps its own rows of each global batch, so the batches do not depend on the number of
-hosts: a multi-host run trains on exactly the data of a single-host one. The price is
-that each host reads and tokenizes whole global batches, which is small next to a model
-step for prompt tuning's batch sizes (32 x 512 tokens).
+keeps its own rows of each global batch (its own examples, before feature conversion,
+when unpacked), so the batches do not depend on the number of hosts: a multi-host run
+trains on exactly the data of a single-host one. The price is that each host reads and
+tokenizes the whole stream (SeqIO tokenises before shuffling), which is small next to a
+model step for prompt tuning's batch sizes (32 x 512 tokens).
 """
 from __future__ import annotations
 
@@ -84,12 +85,18 @@ def reserve_prompt_slots(ds: tf.data.Dataset, prompt_length: int, input_length: 
 
 
 def _converted(cfg: DataConfig, split: str, *, shuffle: bool, repeat: bool,
-               prompt_slots: int = 0) -> tf.data.Dataset:
+               prompt_slots: int = 0, keep_rows: tuple[int, int] | None = None) -> tf.data.Dataset:
+  """The task's examples, converted to model features. `keep_rows=(start, stop)` keeps,
+  before conversion, only example i with start <= i % batch_size < stop (unpacked only)."""
   task = get_task(cfg)  # imports seqio
   seqio = quiet.import_seqio()
   ds = task.get_dataset(dict(cfg.task_feature_lengths), split=split, shuffle=shuffle,
                         seed=cfg.seed if shuffle else None, num_epochs=None if repeat else 1,
                         use_cached=False)
+  if keep_rows is not None:
+    start, stop = keep_rows
+    ds = ds.enumerate().filter(lambda i, _: (i % cfg.batch_size >= start) & (i % cfg.batch_size < stop))
+    ds = ds.map(lambda _, ex: ex)
   if cfg.pack and prompt_slots:
     ds = reserve_prompt_slots(ds, prompt_slots, cfg.task_feature_lengths["inputs"])
   converter = seqio.EncDecFeatureConverter(pack=cfg.pack)
@@ -113,7 +120,14 @@ def train_batches(cfg: DataConfig, *, skip_batches: int = 0, shard_id: int = 0,
   """Endless, shuffled batches: rows [shard_id * b, (shard_id + 1) * b) of each global
   [batch_size, ...] batch, b = batch_size / num_shards (`sharding.data_layout` gives
   this host's shard); `skip_batches` resumes a stream mid-way. With `cfg.pack`, rows of
-  `inputs` length hold several examples, each with `prompt_slots` reserved up front."""
+  `inputs` length hold several examples, each with `prompt_slots` reserved up front.
+
+  Unpacked, example i of the shuffled stream is row i % batch_size of global batch
+  i // batch_size, so a host keeps its examples before feature conversion and batching
+  (same rows as slicing the global batch). SeqIO tokenises before its shuffle buffer,
+  so every host still reads and tokenises the whole stream: skipping that would change
+  the order. Packed rows depend on their neighbours, so packing slices whole batches.
+  """
   if cfg.batch_size % num_shards:
     raise ValueError(f"DataConfig.batch_size={cfg.batch_size} is not divisible by {num_shards} data shards")
   if not 0 <= shard_id < num_shards:
@@ -121,9 +135,11 @@ def train_batches(cfg: DataConfig, *, skip_batches: int = 0, shard_id: int = 0,
   per_host = cfg.batch_size // num_shards
   logging.getLogger("absl").addFilter(_EXACT_RESUME_FILTER)  # adding the same filter twice is a no-op
   rows = slice(shard_id * per_host, (shard_id + 1) * per_host)
-  ds = _converted(cfg, cfg.train_split, shuffle=True, repeat=True, prompt_slots=prompt_slots)
-  ds = ds.batch(cfg.batch_size, drop_remainder=True).skip(skip_batches)
-  if num_shards > 1:
+  split_examples = num_shards > 1 and not cfg.pack
+  ds = _converted(cfg, cfg.train_split, shuffle=True, repeat=True, prompt_slots=prompt_slots,
+                  keep_rows=(rows.start, rows.stop) if split_examples else None)
+  ds = ds.batch(per_host if split_examples else cfg.batch_size, drop_remainder=True).skip(skip_batches)
+  if num_shards > 1 and not split_examples:
     ds = ds.map(lambda batch: {k: v[rows] for k, v in batch.items()})
   for batch in ds.prefetch(2).as_numpy_iterator():
     yield {k: np.asarray(v) for k, v in batch.items()}

@@ -19,8 +19,8 @@ import dataclasses
 import json
 from typing import Any, Sequence
 
-from prompt_tuning_jax import cli
-from prompt_tuning_jax.evaluators import driver
+from prompt_tuning_jax import cli, distributed
+from prompt_tuning_jax.evaluators import driver, sharded
 from prompt_tuning_jax.evaluators.config import EvalConfig
 
 
@@ -34,8 +34,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   cfg = cli.override(cfg, mode=args.mode, batch_size=args.batch_size, split=args.split, num_beams=args.num_beams,
                      alpha=args.alpha, max_decode_length=args.max_decode_length, output_dir=args.output_dir,
                      model=dataclasses.replace(cfg.model, prompts=tuple(args.prompt)) if args.prompt else None)
-  results = driver.evaluate(cfg)
-  if args.output_dir:
+  where = sharded.start(cfg.model.partition, coordinator_address=args.coordinator_address,
+                        num_processes=args.num_processes, process_id=args.process_id)
+  results = driver.evaluate(cfg, where)
+  if args.output_dir and distributed.is_primary():
     cli.write_operative_config(args.output_dir)
   print(json.dumps(results, indent=2, sort_keys=True))
   return results

@@ -21,9 +21,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from prompt_tuning_jax import cli, jsonl
+from prompt_tuning_jax import cli, distributed, jsonl
 from prompt_tuning_jax import vocab as vocab_lib
-from prompt_tuning_jax.evaluators import loading, predictor
+from prompt_tuning_jax.evaluators import loading, predictor, sharded
 from prompt_tuning_jax.evaluators.config import EvalConfig
 
 
@@ -87,7 +87,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
                      model=dataclasses.replace(cfg.model, prompts=tuple(args.prompt)) if args.prompt else None)
   if cfg.mode == "rank":
     raise SystemExit("--mode=rank needs candidate labels; infer decodes (greedy or beam)")
-  loaded = loading.load_model(cfg.model)
+  where = sharded.start(cfg.model.partition, coordinator_address=args.coordinator_address,
+                        num_processes=args.num_processes, process_id=args.process_id)
+  loaded = loading.load_model(cfg.model, where)
   model, params, names = loaded.model, loaded.params, loaded.names
   vocab = vocab_lib.load_vocabulary(args.vocabulary)
   rows = read_inputs(args.input_file, args.input_field, args.prompt_field)
@@ -95,9 +97,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
   tokens = vocab_lib.encode_batch(vocab, [rows[i][0] for i, _ in pairs], args.input_length)
   ids = np.asarray([k for _, k in pairs], np.int32)
   runner = predictor.Predictor(model, max_decode_length=cfg.max_decode_length or 8,
-                               num_beams=cfg.num_beams, alpha=cfg.alpha)
+                               num_beams=cfg.num_beams, alpha=cfg.alpha, placement=where)
   out_tokens, scores = predictor.run_batched(
-      lambda x, p: runner.generate(params, x, p, mode=cfg.mode), [tokens, ids], cfg.batch_size or 32)
+      lambda x, p: runner.generate_async(params, x, p, mode=cfg.mode), [tokens, ids], cfg.batch_size or 32)
   outputs = predictor.outputs_from_tokens(vocab, out_tokens, scores)
   results = [{"input": text, "outputs": []} for text, _ in rows]
   for r, (i, k) in enumerate(pairs):
@@ -106,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     if outputs.beams is not None:
       item["beams"] = [{"output": t, "score": s} for t, s in outputs.beams[r]]
     results[i]["outputs"].append(item)
+  if not distributed.is_primary():
+    return results
   os.makedirs(os.path.dirname(os.path.abspath(args.output_file)), exist_ok=True)
   with open(args.output_file, "w", encoding="utf-8") as f:
     for rec in results:

@@ -14,8 +14,8 @@ import dataclasses
 import json
 from typing import Sequence
 
-from prompt_tuning_jax import cli, jsonl, vocab
-from prompt_tuning_jax.evaluators import loading, scorer
+from prompt_tuning_jax import cli, distributed, jsonl, vocab
+from prompt_tuning_jax.evaluators import loading, scorer, sharded
 
 
 def read_pairs(path: str) -> list[dict]:
@@ -35,15 +35,20 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--prompt", default=None, help=".npy, numpy_checkpoints file, PEFT dir or T5X checkpoint")
   parser.add_argument("--vocabulary", default=None, help="SentencePiece model (default: bundled T5 vocabulary)")
   parser.add_argument("--batch_size", type=int, default=None, help="default: ScoreConfig.batch_size (16)")
+  sharded.add_flags(parser)
   args = cli.parse(parser, argv, defaults=["runs/score.gin"])
   cfg = cli.build_config(scorer.ScoreConfig)
   cfg = cli.override(cfg, vocabulary=args.vocabulary, batch_size=args.batch_size,
                      model=dataclasses.replace(cfg.model, prompts=(args.prompt,)) if args.prompt else None)
   rows = read_pairs(args.input_file)  # bad input is refused before the model loads
-  loaded = loading.load_model(cfg.model)
+  where = sharded.start(cfg.model.partition, coordinator_address=args.coordinator_address,
+                        num_processes=args.num_processes, process_id=args.process_id)
+  loaded = loading.load_model(cfg.model, where)
   pair_scorer = scorer.Scorer(loaded.model, loaded.params, vocab.load_vocabulary(cfg.vocabulary),
-                              batch_size=cfg.batch_size)
+                              batch_size=cfg.batch_size, placement=where)
   results = pair_scorer.score([(r["inputs"], r["targets"]) for r in rows])
+  if not distributed.is_primary():
+    return
   with open(args.output_file, "w") as f:
     for row, res in zip(rows, results):
       f.write(json.dumps({**row, **res}) + "\n")

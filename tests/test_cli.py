@@ -35,7 +35,9 @@ def _hf_log_likelihood(params, cfg, inputs, targets):
   return float(sum(logp[i, t] for i, t in enumerate(tgt))), [float(logp[i, t]) for i, t in enumerate(tgt)]
 
 
-def test_score_matches_huggingface_log_likelihoods(tmp_path, monkeypatch):
+@pytest.mark.parametrize("mesh_flags", [[], ["--gin.NUM_PARTITIONS=2"]], ids=["data8", "data4_model2"])
+def test_score_matches_huggingface_log_likelihoods(tmp_path, monkeypatch, mesh_flags):
+  """On the 8 test devices, as 8 data replicas and as 4 x 2 (weights split over 'model')."""
   monkeypatch.chdir(tmp_path.parent)  # gin files and fixtures are found from the repo, not cwd
   repo = __import__("pathlib").Path(__file__).parents[1]
   pairs = [{"inputs": "rte hypothesis: A dog runs. premise: An animal moves fast.", "targets": "entailment"},
@@ -44,7 +46,7 @@ def test_score_matches_huggingface_log_likelihoods(tmp_path, monkeypatch):
   src.write_text("\n".join(json.dumps(p) for p in pairs) + "\n")
   out = tmp_path / "scores.jsonl"
   score.main(["--gin_file=tests/tiny_inline.gin", f"--gin.CHECKPOINT_PATH={repo / FIXTURE}",
-              f"--input_file={src}", f"--output_file={out}"])
+              f"--input_file={src}", f"--output_file={out}", *mesh_flags])
   rows = [json.loads(l) for l in out.read_text().splitlines()]
   params, _ = backbone.load_frozen(str(repo / FIXTURE), SIZES["tiny_inline"])
   params = jax.device_get(params)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Sequence
 
-from prompt_tuning_jax import data
+from prompt_tuning_jax import data, sharding
 from prompt_tuning_jax.config import T5Config
 from prompt_tuning_jax.evaluators.predictor import check_mode
 from prompt_tuning_jax.prompt import wrapper
@@ -23,6 +23,7 @@ class ModelConfig:
   checkpoint_path: str | None = None
   prompts: tuple[str, ...] = ()
   prompt: wrapper.PromptConfig = wrapper.PromptConfig()  # combination etc.; length comes from the files
+  partition: sharding.PartitionConfig = sharding.PartitionConfig()  # the mesh, as training's (NUM_PARTITIONS)
 
 
 @dataclasses.dataclass(frozen=True)

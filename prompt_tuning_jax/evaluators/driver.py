@@ -5,27 +5,30 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from prompt_tuning_jax import data, quiet
-from prompt_tuning_jax.evaluators import ensemble, loading, task_evaluator
+from prompt_tuning_jax.evaluators import ensemble, loading, sharded, task_evaluator
 from prompt_tuning_jax.evaluators.config import EvalConfig
 
 if TYPE_CHECKING:
   import seqio
 
 
-def evaluate(cfg: EvalConfig) -> dict[str, Any]:
+def evaluate(cfg: EvalConfig, placement: sharded.Placement | None = None) -> dict[str, Any]:
   """-> {task name: metrics}; writes metrics/predictions under cfg.output_dir if set."""
   task = data.get_task(cfg.data)
   names = [ensemble.parse_prompt_flag(p)[0] for p in cfg.model.prompts]
   mixture_ids = mixture_prompt_ids(task, names) if isinstance(task, quiet.import_seqio().Mixture) else None
-  loaded = loading.load_model(cfg.model)
+  loaded = loading.load_model(cfg.model, placement)
   if mixture_ids is not None:
     tasks = [t.name for t in task.tasks]
-    multi = task_evaluator.MultiTaskEvaluator(cfg.data, loaded.model, cfg, tasks, prompt_ids=mixture_ids)
+    multi = task_evaluator.MultiTaskEvaluator(cfg.data, loaded.model, cfg, tasks, prompt_ids=mixture_ids,
+                                               placement=placement)
     return multi.evaluate(loaded.params)
   if loaded.num_prompts > 1:
-    return {task.name: ensemble.EnsembleEvaluator(cfg.data, loaded.model, cfg, loaded.num_prompts)(loaded.params)}
+    members = ensemble.EnsembleEvaluator(cfg.data, loaded.model, cfg, loaded.num_prompts, placement)
+    return {task.name: members(loaded.params)}
   prompt_id = 0 if loaded.num_prompts else None
-  return {task.name: task_evaluator.Evaluator(cfg.data, loaded.model, cfg, prompt_id=prompt_id)(loaded.params)}
+  evaluator = task_evaluator.Evaluator(cfg.data, loaded.model, cfg, prompt_id=prompt_id, placement=placement)
+  return {task.name: evaluator(loaded.params)}
 
 
 def mixture_prompt_ids(mixture: seqio.Mixture, names: Sequence[str]) -> list[int]:

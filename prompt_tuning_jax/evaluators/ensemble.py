@@ -19,9 +19,9 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 
-from prompt_tuning_jax import data
+from prompt_tuning_jax import data, distributed
 from prompt_tuning_jax.config import T5Config
-from prompt_tuning_jax.evaluators import predictor, task_evaluator
+from prompt_tuning_jax.evaluators import predictor, sharded, task_evaluator
 from prompt_tuning_jax.evaluators.config import EvalConfig
 from prompt_tuning_jax.model import t5
 from prompt_tuning_jax.prompt import files as prompt_files
@@ -98,7 +98,7 @@ class EnsembleEvaluator:
   """
 
   def __init__(self, data_config: data.DataConfig, model: t5.Transformer, eval_config: EvalConfig,
-               num_prompts: int):
+               num_prompts: int, placement: sharded.Placement | None = None):
     self.requested_mode = eval_config.mode
     self.num_prompts = num_prompts
     self.task_data = task_evaluator.load_task_data(
@@ -106,20 +106,20 @@ class EnsembleEvaluator:
     self.mode = self.task_data.mode_for(eval_config.mode)
     self.batch_size = eval_config.batch_size or data_config.batch_size
     self.output_dir = eval_config.output_dir
-    self.predictor = task_evaluator.make_predictor(model, eval_config, self.task_data.decode_length)
+    self.predictor = task_evaluator.make_predictor(model, eval_config, self.task_data.decode_length, placement)
 
   def member_outputs(self, params: Any) -> tuple[list[list[str]], np.ndarray, np.ndarray]:
     """-> (texts [E][N], scores [E, N], candidate token ids or label scores [E, N, ...])."""
     n, td = self.num_prompts, self.task_data
     inputs, ids = tile_examples(td.inputs, n)
     if self.mode == "rank":
-      cand = predictor.run_by_length(lambda x, p: self.predictor.score(params, x, td.candidates, p),
+      cand = predictor.run_by_length(lambda x, p: self.predictor.score_async(params, x, td.candidates, p),
                                     [inputs, ids], self.batch_size).reshape(len(td.examples), n, -1)
       best = np.argmax(cand, axis=2)
       texts = [[td.labels[c] for c in row] for row in best]
       return texts, np.take_along_axis(cand, best[:, :, None], axis=2)[:, :, 0], cand
     tokens, scores = predictor.run_by_length(
-        lambda x, p: self.predictor.generate(params, x, p, mode=self.mode), [inputs, ids], self.batch_size)
+        lambda x, p: self.predictor.generate_async(params, x, p, mode=self.mode), [inputs, ids], self.batch_size)
     out = predictor.outputs_from_tokens(td.vocab, tokens, scores)
     e = len(td.examples)
     return ([out.texts[i * n:(i + 1) * n] for i in range(e)], out.scores.reshape(e, n),
@@ -132,7 +132,7 @@ class EnsembleEvaluator:
       return [self.task_data.labels[i] for i in best]
     inputs, ids = tile_examples(self.task_data.inputs, self.num_prompts)
     cands = np.repeat(extra, self.num_prompts, axis=0)  # [E * N, N candidates, T]
-    scores = predictor.run_by_length(lambda x, c, p: self.predictor.score(params, x, c, p),
+    scores = predictor.run_by_length(lambda x, c, p: self.predictor.score_async(params, x, c, p),
                                     [inputs, cands, ids], self.batch_size)
     best, _ = average_scores(scores.reshape(len(texts), self.num_prompts, -1))
     return [row[i] for row, i in zip(texts, best)]
@@ -152,7 +152,7 @@ class EnsembleEvaluator:
     for name, outs in (("vote", vote), ("average", average)):
       m, _ = task_evaluator.compute_metrics(td, outs)
       results.update({f"{name}/{key}": v for key, v in m.items()})
-    if self.output_dir:
+    if self.output_dir and distributed.is_primary():
       self._write(step, results, texts, scores, vote, average)
     return results
 

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from prompt_tuning_jax.checkpoints import backbone
 from prompt_tuning_jax.config import T5Config
-from prompt_tuning_jax.evaluators import ensemble
+from prompt_tuning_jax.evaluators import ensemble, sharded
 from prompt_tuning_jax.evaluators.config import ModelConfig
 from prompt_tuning_jax.model import t5
 from prompt_tuning_jax.prompt import wrapper
@@ -21,11 +20,12 @@ class LoadedModel:
   num_prompts: int
 
 
-def load_model(cfg: ModelConfig) -> LoadedModel:
-  """Frozen weights from `cfg.checkpoint_path` + the prompts -> a model that runs them."""
+def load_model(cfg: ModelConfig, placement: sharded.Placement | None = None) -> LoadedModel:
+  """Frozen weights from `cfg.checkpoint_path` (read straight into their shards on
+  `placement`'s mesh) + the prompts -> a model that runs them."""
   if not cfg.checkpoint_path:
     raise SystemExit("set --gin.CHECKPOINT_PATH=... (a T5X checkpoint, HF T5 folder or 'random:<seed>')")
-  frozen, _ = backbone.load_frozen(cfg.checkpoint_path, cfg.t5)
+  frozen, _ = sharded.load_backbone(cfg.checkpoint_path, cfg.t5, placement)
   names, bank = ensemble.load_bank(list(cfg.prompts), cfg.t5.emb_dim)
   if bank is None:
     return LoadedModel(cfg.t5, wrapper.make_model(cfg.t5, None), frozen, [], 0)

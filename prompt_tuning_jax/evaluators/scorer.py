@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
+from prompt_tuning_jax import sharding
 from prompt_tuning_jax import vocab as vocab_lib
+from prompt_tuning_jax.evaluators import sharded
 from prompt_tuning_jax.evaluators.config import ModelConfig
 from prompt_tuning_jax.model import decoding, t5
 
@@ -39,31 +41,58 @@ def _bucket(n: int) -> int:
 
 class Scorer:
   """Scores text pairs in batches with one jitted function per (input, target) length bucket,
-  on rank classification's path: each pair's target is its example's one candidate."""
+  on rank classification's path: each pair's target is its example's one candidate.
 
-  def __init__(self, model: t5.Transformer, params: Any, vocab: seqio.Vocabulary, *, batch_size: int = 16):
+  With a `placement` the batch is split over the mesh's 'data' axis (the batch size
+  rounded up to a multiple of its size) and the params are used in their shards. Each
+  batch is dispatched before the previous one's scores are read (host/device overlap).
+  """
+
+  def __init__(self, model: t5.Transformer, params: Any, vocab: seqio.Vocabulary, *, batch_size: int = 16,
+               placement: sharded.Placement | None = None):
     self.vocab = vocab
     self.params = params
-    self.batch_size = batch_size
+    self.placement = placement
+    self.batch_size = placement.padded_rows(batch_size) if placement is not None else batch_size
 
     def score(p, inputs, targets):  # [B, L], [B, T] -> (summed [B], per-token [B, T])
       per_token = decoding.candidate_log_probs(model, p, inputs, targets[:, None, :])[:, 0]
       return per_token.sum(-1), per_token
-    self._score = jax.jit(score)
+    kwargs = {} if placement is None else {"out_shardings": sharding.replicated(placement.mesh)}
+    self._score = jax.jit(score, **kwargs)
 
   def score(self, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """-> per pair: summed log-likelihood (EOS included), per-token log-probs and ids."""
-    out = []
+    out: list[dict[str, Any]] = []
+    pending = None
     for start in range(0, len(pairs), self.batch_size):
-      chunk = pairs[start:start + self.batch_size]
-      padded = chunk + [("", "")] * (self.batch_size - len(chunk))
-      inputs = vocab_lib.encode_batch(self.vocab, [i for i, _ in padded])
-      targets = vocab_lib.encode_batch(self.vocab, [t for _, t in padded])
-      inputs = vocab_lib.pad_ids(inputs, _bucket(inputs.shape[1]))
-      targets = vocab_lib.pad_ids(targets, _bucket(targets.shape[1]))
-      total, per_token = jax.device_get(self._score(self.params, inputs, targets))
-      for i in range(len(chunk)):
-        n = int(np.count_nonzero(targets[i]))
-        out.append({"score": float(total[i]), "token_log_probs": [float(x) for x in per_token[i, :n]],
-                    "target_ids": targets[i, :n].tolist()})
+      result = self._dispatch(pairs[start:start + self.batch_size])
+      if pending is not None:
+        out += _records(*pending)
+      pending = result
+    if pending is not None:
+      out += _records(*pending)
     return out
+
+  def _dispatch(self, chunk: list[tuple[str, str]]) -> tuple[Any, np.ndarray, int]:
+    """Encode and launch one batch; -> (device result, target ids [B, T], real rows)."""
+    padded = chunk + [("", "")] * (self.batch_size - len(chunk))
+    inputs = vocab_lib.encode_batch(self.vocab, [i for i, _ in padded])
+    targets = vocab_lib.encode_batch(self.vocab, [t for _, t in padded])
+    inputs = vocab_lib.pad_ids(inputs, _bucket(inputs.shape[1]))
+    targets = vocab_lib.pad_ids(targets, _bucket(targets.shape[1]))
+    if self.placement is None:
+      return self._score(self.params, inputs, targets), targets, len(chunk)
+    with self.placement.active():
+      result = self._score(self.params, self.placement.place_rows(inputs), self.placement.place_rows(targets))
+    return result, targets, len(chunk)
+
+
+def _records(result: Any, targets: np.ndarray, rows: int) -> list[dict[str, Any]]:
+  total, per_token = jax.device_get(result)
+  out = []
+  for i in range(rows):
+    n = int(np.count_nonzero(targets[i]))
+    out.append({"score": float(total[i]), "token_log_probs": [float(x) for x in per_token[i, :n]],
+                "target_ids": targets[i, :n].tolist()})
+  return out

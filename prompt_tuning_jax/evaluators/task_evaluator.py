@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 import jax
 import numpy as np
 
-from prompt_tuning_jax import data, quiet
+from prompt_tuning_jax import data, distributed, quiet, sharding
 from prompt_tuning_jax import vocab as vocab_lib
 from prompt_tuning_jax.checkpoints import fs
-from prompt_tuning_jax.evaluators import submission
+from prompt_tuning_jax.evaluators import sharded, submission
 from prompt_tuning_jax.evaluators.config import EvalConfig
 from prompt_tuning_jax.evaluators.predictor import (
   Outputs,
@@ -216,7 +216,7 @@ def predict_tasks(predictor: Predictor, params: Any, sets: Sequence[TaskData],
     ids = None if prompt_ids[group[0]] is None else np.asarray([prompt_ids[k] for _, k in order], np.int32)
     if effective == "rank" and len(group) == 1:  # one label set shared by the batch
       shared = sets[group[0]].candidates
-      out = run_by_length(lambda x, p: predictor.score(params, x, shared, p), [inputs, ids], batch_size)
+      out = run_by_length(lambda x, p: predictor.score_async(params, x, shared, p), [inputs, ids], batch_size)
     elif effective == "rank":  # per-example label sets, 0-padded to a common [C, T]
       width = max(sets[k].candidates.shape[1] for k in group)
       count = max(sets[k].candidates.shape[0] for k in group)
@@ -224,9 +224,9 @@ def predict_tasks(predictor: Predictor, params: Any, sets: Sequence[TaskData],
       for row, (_, k) in enumerate(order):
         c = sets[k].candidates
         cands[row, : c.shape[0], : c.shape[1]] = c
-      out = run_by_length(lambda x, c, p: predictor.score(params, x, c, p), [inputs, cands, ids], batch_size)
+      out = run_by_length(lambda x, c, p: predictor.score_async(params, x, c, p), [inputs, cands, ids], batch_size)
     else:
-      out = run_by_length(lambda x, p: predictor.generate(params, x, p, mode=effective), [inputs, ids],
+      out = run_by_length(lambda x, p: predictor.generate_async(params, x, p, mode=effective), [inputs, ids],
                           batch_size)
     for k in group:
       rows = [row for row, (_, kk) in enumerate(order) if kk == k]
@@ -241,7 +241,8 @@ class MultiTaskEvaluator:
   """Several tasks evaluated in shared batches; task i uses prompt `prompt_ids[i]`."""
 
   def __init__(self, data_config: data.DataConfig, model: t5.Transformer, eval_config: EvalConfig,
-               task_names: Sequence[str], *, prompt_ids: Sequence[int | None] | None = None):
+               task_names: Sequence[str], *, prompt_ids: Sequence[int | None] | None = None,
+               placement: sharded.Placement | None = None):
     self.mode = eval_config.mode
     self.sets = [load_task_data(data_config, split=eval_config.split, task_name=n,
                                 labels=eval_config.task_labels(n)) for n in task_names]
@@ -251,7 +252,7 @@ class MultiTaskEvaluator:
     self.batch_size = eval_config.batch_size or data_config.batch_size
     self.output_dir = eval_config.output_dir
     self.split = eval_config.split or data_config.eval_split
-    self.predictor = make_predictor(model, eval_config, max(s.decode_length for s in self.sets))
+    self.predictor = make_predictor(model, eval_config, max(s.decode_length for s in self.sets), placement)
     for s in self.sets:
       if s.mode_for(self.mode) != self.mode:
         logging.warning("rank classification is not possible for %s (%s); using greedy decoding",
@@ -265,7 +266,7 @@ class MultiTaskEvaluator:
     for s, pid, out in zip(self.sets, self.prompt_ids, outputs):
       scores, preds = compute_metrics(s, out.texts)
       results[s.name] = scores
-      if self.output_dir:
+      if self.output_dir and distributed.is_primary():
         summary = {"task": s.name, "split": self.split, "mode": s.mode_for(self.mode),
                    "requested_mode": self.mode, "rank_candidates": s.rank_note, "step": step,
                    "prompt_id": pid, "num_examples": len(s.examples), "metrics": scores}
@@ -273,7 +274,7 @@ class MultiTaskEvaluator:
           summary["submission"] = submission.write_submission(fs.join(self.output_dir, "submission"),
                                                               s.name, s.examples, preds)
         write_results(self.output_dir, s.name, summary, prediction_records(s, out, preds), step)
-    if self.output_dir:
+    if self.output_dir and distributed.is_primary():
       writer = metric_writer.MetricsWriter(self.output_dir)
       for name, scores in results.items():
         writer.write(step or 0, scores, prefix=f"eval/{name}")
@@ -285,9 +286,10 @@ class Evaluator:
   """One task's eval split: `evaluator(params, step) -> metrics` (the training hook)."""
 
   def __init__(self, data_config: data.DataConfig, model: t5.Transformer, eval_config: EvalConfig = EvalConfig(),
-               *, prompt_id: int | None = None):
+               *, prompt_id: int | None = None, placement: sharded.Placement | None = None):
     name = data_config.mixture_or_task_name
-    self._multi = MultiTaskEvaluator(data_config, model, eval_config, [name], prompt_ids=[prompt_id])
+    self._multi = MultiTaskEvaluator(data_config, model, eval_config, [name], prompt_ids=[prompt_id],
+                                     placement=placement)
     self.task_data = self._multi.sets[0]
 
   @property
@@ -301,13 +303,17 @@ class Evaluator:
 
 def make_train_evaluator(train_config: Any, model: t5.Transformer, eval_config: EvalConfig = EvalConfig(),
                          ) -> Evaluator:
-  """The training loop's eval hook: the run's task, eval split and batch size; how to
-  decode from `eval_config` (gin: `make_train_evaluator.eval_config = @EvalConfig()`)."""
-  return Evaluator(train_config.data, model, eval_config)
+  """The training loop's eval hook: the run's task, eval split and batch size, on the run's
+  mesh (`make_mesh` is deterministic, so this is the loop's mesh): rows split over 'data';
+  how to decode from `eval_config` (gin: `make_train_evaluator.eval_config = @EvalConfig()`)."""
+  placement = sharded.Placement(sharding.make_mesh(train_config.partition), train_config.partition.rules)
+  return Evaluator(train_config.data, model, eval_config, placement=placement)
 
 
-def make_predictor(model: t5.Transformer, eval_config: EvalConfig, decode_length: int) -> Predictor:
-  """The decoding driver for `eval_config`; max length defaults to `decode_length`, the
-  longest target of the split(s) (the original's untruncated evaluation)."""
+def make_predictor(model: t5.Transformer, eval_config: EvalConfig, decode_length: int,
+                   placement: sharded.Placement | None = None) -> Predictor:
+  """The decoding driver for `eval_config` on `placement`; max length defaults to
+  `decode_length`, the longest target of the split(s) (the original's untruncated evaluation)."""
   max_len = eval_config.max_decode_length or decode_length
-  return Predictor(model, max_decode_length=max_len, num_beams=eval_config.num_beams, alpha=eval_config.alpha)
+  return Predictor(model, max_decode_length=max_len, num_beams=eval_config.num_beams, alpha=eval_config.alpha,
+                   placement=placement)
