@@ -111,7 +111,7 @@ def register_configurables() -> None:
   global _REGISTERED
   if _REGISTERED:
     return
-  from prompt_tuning_jax import config, data, sharding  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax import config, data, methods, sharding  # pylint: disable=g-import-not-at-top
   from prompt_tuning_jax.evaluators import task_evaluator
   from prompt_tuning_jax.prompt import initializers, wrapper
   from prompt_tuning_jax.trainer import loop, optim, step
@@ -123,6 +123,7 @@ def register_configurables() -> None:
       (initializers.uniform_symmetric, "prompts"), (initializers.uniform_zero_to_scale, "prompts"),
       (initializers.sampled_vocab, "prompts"), (initializers.from_file, "prompts"),
       (initializers.from_t5x_checkpoint, "prompts"), (initializers.class_label_words, "prompts"),
+      *((cls, None) for cls in methods.METHODS.values()),
   ):
     gin.external_configurable(obj, module=module)
   _REGISTERED = True

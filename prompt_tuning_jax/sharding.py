@@ -67,14 +67,18 @@ def standard_logical_axis_rules(parameter_partitioning_dims: int = 1) -> Logical
   else replicated. 2-D adds embed -> 'data' *after* batch -> 'data', so activations
   [batch, length, embed] keep batch on 'data' (a mesh axis is used once per array)
   while params such as wi [embed, mlp] become sharded over both axes.
-  The prompt is always replicated, so every host can save it as one `.npy`.
+  The prompt is always replicated, so every host can save it as one `.npy`; so are the
+  small axes delta methods add (`methods/`): LoRA rank, adapter width, prefix length and
+  reparameterisation width, SAID's intrinsic dimension.
   """
   if parameter_partitioning_dims not in (1, 2):
     raise ValueError(f"parameter_partitioning_dims must be 1 or 2, got {parameter_partitioning_dims!r}")
   rules = [("batch", "data"), ("vocab", "model"), ("mlp", "model"), ("heads", "model"),
            ("joined_kv", "model"), ("kv", None)]
   rules.append(("embed", "data" if parameter_partitioning_dims == 2 else None))
-  for replicated_name in ("embed", "length", "relpos_buckets", "prompt", "prompt_embed"):
+  for replicated_name in ("embed", "length", "relpos_buckets", "prompt", "prompt_embed",
+                          "lora_rank", "adapter", "prefix", "prefix_embed", "prefix_hidden",
+                          "intrinsic"):
     rules.append((replicated_name, None))
   return tuple(rules)
 

@@ -16,9 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from prompt_tuning_jax import data, distributed, sharding
+from prompt_tuning_jax import data, distributed, methods, sharding
 from prompt_tuning_jax.checkpoints import backbone, train_state
 from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.methods import files as delta_files
 from prompt_tuning_jax.prompt import PROMPT_PATTERN, initializers, wrapper
 from prompt_tuning_jax.prompt import files as prompt_files
 from prompt_tuning_jax.trainer import metric_writer, optim
@@ -48,6 +49,7 @@ class TrainConfig:
   data: data.DataConfig = data.DataConfig()
   prompt: wrapper.PromptConfig | None = wrapper.PromptConfig()
   prompt_init: initializers.Initializer = initializers.uniform_symmetric(0.5)
+  method: methods.DeltaMethod | None = None  # a delta method (gin/methods/*.gin); sets what trains
   optim: optim.OptimConfig = optim.OptimConfig()
   loss: step_lib.LossConfig = step_lib.LossConfig()
   partition: sharding.PartitionConfig = sharding.PartitionConfig()
@@ -67,6 +69,16 @@ class TrainConfig:
         raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
     if not self.model_dir:
       raise ValueError("TrainConfig.model_dir (MODEL_DIR) is empty")
+    if self.method is not None and self.optim.trainable_patterns != optim.OptimConfig().trainable_patterns:
+      raise ValueError(f"TrainConfig.method={self.method.name!r} names what trains; leave "
+                       f"OptimConfig.trainable_patterns unset (got {self.optim.trainable_patterns})")
+
+  @property
+  def trainable_patterns(self) -> tuple[str, ...]:
+    """The method's patterns (plus the prompt's, if any), or OptimConfig's without a method."""
+    if self.method is None:
+      return self.optim.trainable_patterns
+    return methods.trainable_patterns(self.method, self.t5, with_prompt=self.prompt is not None)
 
 
 @dataclasses.dataclass
@@ -102,21 +114,25 @@ class _Run:
     self.cfg = cfg
     self.mesh = sharding.make_mesh(cfg.partition)
     self.rules = cfg.partition.rules
-    self.model = wrapper.make_model(cfg.t5, cfg.prompt)
+    self.model = methods.make_model(cfg.t5, cfg.prompt, cfg.method)
     specs = sharding.logical_specs(jax.eval_shape(
         lambda r: self.model.init(r, *(jnp.ones((1, 2), jnp.int32),) * 3)["params"], jax.random.PRNGKey(0)))
     self.param_shardings = sharding.logical_to_sharding(specs, self.mesh, self.rules)
     backbone_specs = specs
     if cfg.prompt is not None:  # the backbone is everything but the prompt
       _, backbone_specs = optim.split_params(specs, (PROMPT_PATTERN,))
+    if cfg.method is not None:  # ... and the method's new leaves
+      backbone_specs = methods.backbone_only(backbone_specs, cfg.t5)
     self.frozen, self.checkpoint_step = backbone.load_frozen(
         cfg.initial_checkpoint_path, cfg.t5,
         shardings=sharding.logical_to_sharding(backbone_specs, self.mesh, self.rules))
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
     full = _initial_full_params(cfg, self.frozen, init_rng)
-    trainable, frozen = optim.split_params(full, cfg.optim.trainable_patterns)
+    if cfg.method is not None:
+      full = methods.add_delta_params(self.model, full, jax.random.fold_in(init_rng, 1))
+    trainable, frozen = optim.split_params(full, cfg.trainable_patterns)
     self.frozen = frozen
-    optim_cfg = cfg.optim
+    optim_cfg = dataclasses.replace(cfg.optim, trainable_patterns=cfg.trainable_patterns)
     if optim_cfg.step_offset == 0 and self.checkpoint_step:
       optim_cfg = dataclasses.replace(optim_cfg, step_offset=self.checkpoint_step)
     self.optimizer = optim.make_optimizer(optim_cfg)
@@ -155,7 +171,7 @@ class _Run:
 
 
 def _split_like(tree: Any, cfg: TrainConfig) -> tuple[Any, Any]:
-  return optim.split_params(tree, cfg.optim.trainable_patterns)
+  return optim.split_params(tree, cfg.trainable_patterns)
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -231,7 +247,10 @@ def _evaluate(run: _Run, step: int, writer: "metric_writer.MetricsWriter") -> bo
 
 
 def _export(cfg: TrainConfig, run: _Run, trainable: Any) -> None:
-  """The final prompt as .npy and in the original release's numpy_checkpoints layout."""
+  """The final prompt as .npy and in the original release's numpy_checkpoints layout;
+  a method's trained leaves as `delta.safetensors` (methods/files.py)."""
+  if cfg.method is not None:
+    delta_files.save_delta(cfg.model_dir, cfg.method, cfg.t5, trainable)
   if cfg.prompt is None:
     return
   prompt = np.asarray(wrapper.get_prompt(trainable))
