@@ -26,6 +26,7 @@ from prompt_tuning_jax import cli, data
 from prompt_tuning_jax.checkpoints import backbone
 from prompt_tuning_jax.config import T5Config
 from prompt_tuning_jax.evaluators import ensemble, predictor, task_evaluator
+from prompt_tuning_jax.methods import files as delta_files
 from prompt_tuning_jax.prompt import wrapper
 
 _DATA_MACROS = {"MIXTURE_OR_TASK_NAME": "mixture_or_task_name",
@@ -44,6 +45,7 @@ def gin_macro(name: str, default: Any = None) -> Any:
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--prompt", action="append", default=[],
                       help="prompt file/folder, or NAME=PATH (repeatable)")
+  parser.add_argument("--delta", default=None, help="a trained delta (delta.safetensors or its run folder)")
   parser.add_argument("--mode", default="greedy", choices=predictor.MODES)
   parser.add_argument("--batch_size", type=int, default=None)
   parser.add_argument("--num_beams", type=int, default=4)
@@ -83,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   names = [ensemble.parse_prompt_flag(p)[0] for p in args.prompt]
   mixture_ids = _mixture_prompt_ids(task, names) if isinstance(task, seqio.Mixture) else None
   _, model, params, _, n = load_model(args.prompt)
+  if args.delta:
+    model, params = delta_files.apply_delta(model, params, args.delta)
   opts = dict(mode=args.mode, batch_size=args.batch_size, split=args.split, num_beams=args.num_beams,
               alpha=args.alpha, max_decode_length=args.max_decode_length, output_dir=args.output_dir)
   if mixture_ids is not None:

@@ -18,6 +18,7 @@ from prompt_tuning_jax import cli, vocab
 from prompt_tuning_jax.checkpoints import backbone
 from prompt_tuning_jax.config import T5Config
 from prompt_tuning_jax.evaluators import scorer
+from prompt_tuning_jax.methods import files as delta_files
 from prompt_tuning_jax.prompt import files as prompt_files
 from prompt_tuning_jax.prompt import wrapper
 
@@ -43,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--input_file", required=True)
   parser.add_argument("--output_file", required=True)
   parser.add_argument("--prompt", default=None, help=".npy, numpy_checkpoints file, PEFT dir or T5X checkpoint")
+  parser.add_argument("--delta", default=None, help="a trained delta (delta.safetensors or its run folder)")
   parser.add_argument("--vocabulary", default=None, help="SentencePiece model (default: bundled T5 vocabulary)")
   parser.add_argument("--batch_size", type=int, default=16)
   args = cli.parse(parser, argv)
@@ -55,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     prompt_cfg = wrapper.PromptConfig(length=prompt.shape[0])
     params = wrapper.set_prompt(params, prompt)
   model = wrapper.make_model(cfg, prompt_cfg)
+  if args.delta:
+    model, params = delta_files.apply_delta(model, params, args.delta)
   rows = read_pairs(args.input_file)
   pair_scorer = scorer.Scorer(model, params, vocab.load_vocabulary(args.vocabulary), batch_size=args.batch_size)
   results = pair_scorer.score([(r["inputs"], r["targets"]) for r in rows])

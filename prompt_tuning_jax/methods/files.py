@@ -23,8 +23,8 @@ from prompt_tuning_jax.checkpoints import hf
 from prompt_tuning_jax.config import T5Config
 from prompt_tuning_jax.methods import base
 from prompt_tuning_jax.methods.lora import LoRA
+from prompt_tuning_jax.model import t5
 from prompt_tuning_jax.prompt import files as prompt_files
-from prompt_tuning_jax.prompt import wrapper
 
 DELTA_FILE = "delta.safetensors"
 FORMAT = "prompt_tuning_jax.delta"
@@ -64,17 +64,18 @@ def load_delta(path: str | os.PathLike) -> tuple[base.DeltaMethod, dict[str, np.
   return method, safetensors.numpy.load_file(str(path))
 
 
-def apply_delta(params: Any, config: T5Config, path: str | os.PathLike,
-                prompt: wrapper.PromptConfig | None = None) -> tuple[Any, Any]:
-  """What `score`/`eval` use for `--delta`: (model composed with the method, params with
-  the delta's leaves added to the frozen backbone)."""
+def apply_delta(model: t5.Transformer, params: Any, path: str | os.PathLike) -> tuple[t5.Transformer, Any]:
+  """What `score`/`eval --delta=PATH` use: (the model, prompt or bank included, composed
+  with the delta's method; params with the delta's leaves added to the frozen backbone)."""
   method, leaves = load_delta(path)
   flat = traverse_util.flatten_dict(params, sep="/")
   clash = sorted(k for k in leaves if k in flat)
   if clash:
     raise ValueError(f"{path}: delta leaves {clash[:3]} overwrite backbone weights")
   flat.update(leaves)
-  return base.make_model(config, prompt, method), traverse_util.unflatten_dict(flat, sep="/")
+  if method.uses_hooks:
+    model = model.clone(interceptor=method.intercept)
+  return model, traverse_util.unflatten_dict(flat, sep="/")
 
 
 def _nested(tree: Any) -> bool:

@@ -2,9 +2,9 @@
 import argparse
 import pathlib
 
-import gin
 import pytest
 
+import gin
 from prompt_tuning_jax import cli, methods
 from prompt_tuning_jax.trainer import loop
 
@@ -29,3 +29,13 @@ def test_method_gin_file_builds_its_method(name, tmp_path):
 
 def test_every_method_has_a_gin_file():
   assert set(GIN_METHODS) == set(methods.METHODS)
+
+
+def test_reproduce_lists_one_run_per_method_with_its_gin_file(tmp_path):
+  from prompt_tuning_jax.paper import experiments
+  runs = experiments.expand(experiments.EXPERIMENTS["delta_methods"], str(tmp_path), sizes=("small",),
+                            tasks=("rte",))
+  assert sorted(r.setting.method for r in runs) == sorted(methods.METHODS)
+  for run in runs:
+    assert f"--gin_file=methods/{run.setting.method}.gin" in run.command
+    assert "--gin_file=models/t5_1_1_small.gin" in run.command

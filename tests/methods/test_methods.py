@@ -96,7 +96,7 @@ def test_prefix_plain_export_equals_the_mlp_form_and_round_trips(tmp_path):
   backbone = traverse_util.flatten_dict(_frozen(), sep="/")
   trained = {k: v for k, v in traverse_util.flatten_dict(params, sep="/").items() if k not in backbone}
   delta_files.save_delta(tmp_path, method, CFG, trained)
-  plain_model, plain_params = delta_files.apply_delta(_frozen(), CFG, tmp_path)
+  plain_model, plain_params = delta_files.apply_delta(t5.Transformer(CFG), _frozen(), tmp_path)
   assert plain_model.interceptor.__self__ == method.plain()
   np.testing.assert_allclose(_logits(plain_model, plain_params), _logits(model, params), atol=1e-5, rtol=1e-5)
   assert np.abs(_logits(model, params) - _logits(t5.Transformer(CFG), _frozen())).max() > 1e-2
