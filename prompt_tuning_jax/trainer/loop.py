@@ -236,6 +236,8 @@ def _evaluate(run: _Run, step: int, writer: "metric_writer.MetricsWriter") -> bo
   if better:
     run.meta["best"] = {"step": step, "metric": es.metric, "value": value}
     run.meta["evals_without_improvement"] = 0
+    if cfg.method is not None and distributed.is_primary():  # the best delta, as the best prompt below
+      delta_files.save_delta(os.path.join(cfg.model_dir, "best"), cfg.method, cfg.t5, jax.device_get(run.state.params))
     if cfg.prompt is not None and distributed.is_primary():
       prompt_files.save_npy(os.path.join(cfg.model_dir, "best", "prompt.npy"),
                          np.asarray(jax.device_get(wrapper.get_prompt(run.state.params))))
