@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--input_len", type=int, default=128)
   p.add_argument("--prompt_len", type=int, default=100)
   p.add_argument("--target_len", type=int, default=8)
-  p.add_argument("--steps", type=int, default=2)
+  p.add_argument("--steps", type=int, default=2, help="timed steps; 0 compiles only (parameters, XLA memory)")
   p.add_argument("--warmup", type=int, default=1)
   p.add_argument("--quality_steps", type=int, default=200, help="demo training steps per method; 0 skips quality")
   p.add_argument("--skip_cost", action="store_true", help="only the demo quality (e.g. a second, quick run)")
@@ -102,12 +102,14 @@ def cost(args: argparse.Namespace, mode: str) -> dict:
     holder["state"], metrics = compiled(holder["state"], frozen, batch)
     return holder["state"], metrics
 
-  timing = common.time_steps(one_step, warmup=args.warmup, steps=args.steps)
+  step_s = float("nan")
+  if args.steps:  # --steps 0: compile only (parameters and XLA memory), no timing
+    step_s = common.time_steps(one_step, warmup=args.warmup, steps=args.steps).as_dict()["median_step_s"]
   n = sum(x.size for x in jax.tree.leaves(holder["state"].params))
   added = n if method is not None and method.uses_hooks or prompt_cfg is not None else 0
   mem = common.xla_memory(compiled)
   return dict(mode=mode, trainable_params=int(n), share=n / (total + added), compile_s=round(compile_s, 1),
-              median_step_s=timing.as_dict()["median_step_s"],
+              median_step_s=step_s,
               xla_gb=round(mem.get("xla_argument_gb", 0) + mem.get("xla_temp_gb", 0), 3))
 
 
