@@ -68,6 +68,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
   from prompt_tuning_jax.evaluators import predictor  # pylint: disable=g-import-not-at-top
   parser.add_argument("--prompt", action="append", default=[],
                       help="prompt file/folder, or NAME=PATH (repeatable)")
+  parser.add_argument("--delta", default=None, help="a trained delta (delta.safetensors or its run folder)")
   parser.add_argument("--mode", default=None, choices=predictor.MODES, help="default: EvalConfig.mode")
   parser.add_argument("--batch_size", type=int, default=None)
   parser.add_argument("--num_beams", type=int, default=None, help="default: EvalConfig.num_beams (4)")
@@ -188,7 +189,7 @@ def register_configurables() -> None:
   """
   if _CONFIGURABLES:
     return
-  from prompt_tuning_jax import config, data, memory_plan, sharding  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax import config, data, memory_plan, methods, sharding  # pylint: disable=g-import-not-at-top
   from prompt_tuning_jax.evaluators import config as eval_config
   from prompt_tuning_jax.evaluators import scorer, task_evaluator
   from prompt_tuning_jax.prompt import initializers, wrapper
@@ -202,6 +203,7 @@ def register_configurables() -> None:
       (initializers.uniform_symmetric, "prompts"), (initializers.uniform_zero_to_scale, "prompts"),
       (initializers.sampled_vocab, "prompts"), (initializers.from_file, "prompts"),
       (initializers.from_t5x_checkpoint, "prompts"), (initializers.class_label_words, "prompts"),
+      *((cls, None) for cls in methods.METHODS.values()),
   ):
     gin.external_configurable(obj, module=module)
     name = obj.__name__ if module is None else f"{module}.{obj.__name__}"

@@ -33,7 +33,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   cfg = cli.build_config(EvalConfig)
   cfg = cli.override(cfg, mode=args.mode, batch_size=args.batch_size, split=args.split, num_beams=args.num_beams,
                      alpha=args.alpha, max_decode_length=args.max_decode_length, output_dir=args.output_dir,
-                     model=dataclasses.replace(cfg.model, prompts=tuple(args.prompt)) if args.prompt else None)
+                     model=dataclasses.replace(cfg.model, prompts=tuple(args.prompt) or cfg.model.prompts,
+                                               delta=args.delta or cfg.model.delta))
   where = sharded.start(cfg.model.partition, coordinator_address=args.coordinator_address,
                         num_processes=args.num_processes, process_id=args.process_id)
   results = driver.evaluate(cfg, where)

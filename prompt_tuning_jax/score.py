@@ -33,13 +33,16 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--input_file", required=True)
   parser.add_argument("--output_file", required=True)
   parser.add_argument("--prompt", default=None, help=".npy, numpy_checkpoints file, PEFT dir or T5X checkpoint")
+  parser.add_argument("--delta", default=None, help="a trained delta (delta.safetensors or its run folder)")
   parser.add_argument("--vocabulary", default=None, help="SentencePiece model (default: bundled T5 vocabulary)")
   parser.add_argument("--batch_size", type=int, default=None, help="default: ScoreConfig.batch_size (16)")
+  parser.add_argument("--delta", default=None, help="a trained delta (delta.safetensors or its run folder)")
   sharded.add_flags(parser)
   args = cli.parse(parser, argv, defaults=["runs/score.gin"])
   cfg = cli.build_config(scorer.ScoreConfig)
   cfg = cli.override(cfg, vocabulary=args.vocabulary, batch_size=args.batch_size,
-                     model=dataclasses.replace(cfg.model, prompts=(args.prompt,)) if args.prompt else None)
+                     model=dataclasses.replace(cfg.model, prompts=(args.prompt,) if args.prompt else cfg.model.prompts,
+                                               delta=args.delta or cfg.model.delta))
   rows = read_pairs(args.input_file)  # bad input is refused before the model loads
   where = sharded.start(cfg.model.partition, coordinator_address=args.coordinator_address,
                         num_processes=args.num_processes, process_id=args.process_id)

@@ -77,7 +77,9 @@ def standard_logical_axis_rules(parameter_partitioning_dims: int = 1,
   while params such as wi [embed, mlp] become sharded over both axes.
   2-D activations (T5X's activation_partitioning_dims=2) put embed -> 'model' first, so
   [batch, length, embed] is split over both axes (and params' embed over 'model').
-  The prompt is always replicated, so every host can save it as one `.npy`.
+    The prompt is always replicated, so every host can save it as one `.npy`; so are the
+  small axes delta methods add (`methods/`): LoRA rank, adapter width, prefix length and
+  reparameterisation width, SAID's intrinsic dimension.
   """
   if parameter_partitioning_dims not in (1, 2):
     raise ValueError(f"parameter_partitioning_dims must be 1 or 2, got {parameter_partitioning_dims!r}")
@@ -88,7 +90,9 @@ def standard_logical_axis_rules(parameter_partitioning_dims: int = 1,
   if activation_partitioning_dims == 2:
     rules.append(("embed", "model"))
   rules.append(("embed", "data" if parameter_partitioning_dims == 2 else None))
-  for replicated_name in ("embed", "length", "relpos_buckets", "prompt", "prompt_embed"):
+  for replicated_name in ("embed", "length", "relpos_buckets", "prompt", "prompt_embed",
+                          "lora_rank", "adapter", "prefix", "prefix_embed", "prefix_hidden",
+                          "intrinsic"):
     rules.append((replicated_name, None))
   return tuple(rules)
 

@@ -22,6 +22,7 @@ class ModelConfig:
   t5: T5Config = T5Config()
   checkpoint_path: str | None = None
   prompts: tuple[str, ...] = ()
+  delta: str | None = None  # a trained delta method (delta.safetensors or its run folder), composed on top
   prompt: wrapper.PromptConfig = wrapper.PromptConfig()  # combination etc.; length comes from the files
   partition: sharding.PartitionConfig = sharding.PartitionConfig()  # the mesh, as training's (NUM_PARTITIONS)
 

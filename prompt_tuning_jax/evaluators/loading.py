@@ -28,7 +28,10 @@ def load_model(cfg: ModelConfig, placement: sharded.Placement | None = None) -> 
   frozen, _ = sharded.load_backbone(cfg.checkpoint_path, cfg.t5, placement)
   names, bank = ensemble.load_bank(list(cfg.prompts), cfg.t5.emb_dim)
   if bank is None:
-    return LoadedModel(cfg.t5, wrapper.make_model(cfg.t5, None), frozen, [], 0)
-  model = ensemble.bank_model(cfg.t5, bank, cfg.prompt)
-  return LoadedModel(cfg.t5, model, ensemble.bank_params(frozen, bank), names, bank.shape[0])
-
+    model, params, num = wrapper.make_model(cfg.t5, None), frozen, 0
+  else:
+    model, params, num = ensemble.bank_model(cfg.t5, bank, cfg.prompt), ensemble.bank_params(frozen, bank), bank.shape[0]
+  if cfg.delta:
+    from prompt_tuning_jax.methods import files as delta_files  # pylint: disable=g-import-not-at-top
+    model, params = delta_files.apply_delta(model, params, cfg.delta)
+  return LoadedModel(cfg.t5, model, params, names, num)

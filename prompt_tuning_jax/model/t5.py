@@ -3,10 +3,16 @@
 The encoder optionally takes an `input_wrapper`: a module factory applied to the
 embedded inputs before the first layer and named `prompt`, so a soft prompt lives at
 `encoder/prompt/...` exactly as in the original release while this file knows nothing
-about prompts (see `prompted.py`).
+about prompts (see `prompt/wrapper.py`).
+
+Delta-tuning methods (LoRA, adapters, prefixes, ...; see `methods/`) attach through one
+generic slot, `interceptor`: a `flax.linen` method interceptor that every call below the
+Transformer runs under, so a method can add parameters to, and transform the inputs and
+outputs of, any layer by its type and path without this file knowing about it.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -21,6 +27,8 @@ Array = jax.Array
 # An input wrapper maps (embedded [B, L, d], valid [B, L], prompt_ids [B] | None,
 # segment_ids [B, L] | None) to (embedded [B, L', d], valid [B, L'], segment_ids [B, L'] | None).
 InputWrapperFactory = Callable[..., nn.Module]
+# A flax method interceptor: (next_fun, args, kwargs, context) -> outputs (`nn.intercept_methods`).
+Interceptor = Callable[..., Any]
 
 
 def remat_layer(cls: type[nn.Module], policy: str, static_argnums: tuple[int, ...]) -> type[nn.Module]:
@@ -168,6 +176,10 @@ class Transformer(nn.Module):
   """T5 encoder-decoder; params: token_embedder, encoder, decoder (T5X names)."""
   config: T5Config
   input_wrapper: InputWrapperFactory | None = None
+  interceptor: Interceptor | None = None
+
+  def _hooks(self) -> contextlib.AbstractContextManager:
+    return nn.intercept_methods(self.interceptor) if self.interceptor is not None else contextlib.nullcontext()
 
   def setup(self):
     cfg = self.config
@@ -183,23 +195,26 @@ class Transformer(nn.Module):
 
     Packed batches pass 1-based segment ids for both sides (seqio's packing features).
     """
-    encoded, valid, segments = self.encoder(encoder_input_tokens, enable_dropout=enable_dropout,
-                                            prompt_ids=prompt_ids, segment_ids=encoder_segment_ids)
-    return self.decoder(encoded, valid, decoder_input_tokens, decoder_target_tokens,
-                        enable_dropout=enable_dropout, encoder_segment_ids=segments,
-                        decoder_segment_ids=decoder_segment_ids)
+    with self._hooks():
+      encoded, valid, segments = self.encoder(encoder_input_tokens, enable_dropout=enable_dropout,
+                                              prompt_ids=prompt_ids, segment_ids=encoder_segment_ids)
+      return self.decoder(encoded, valid, decoder_input_tokens, decoder_target_tokens,
+                          enable_dropout=enable_dropout, encoder_segment_ids=segments,
+                          decoder_segment_ids=decoder_segment_ids)
 
   def encode(self, encoder_input_tokens: Array, *, enable_dropout: bool = False,
              prompt_ids: Array | None = None) -> tuple[Array, Array]:
     """Unpacked encoding for decoding and scoring: -> (encoded [B, L', d], valid [B, L'])."""
-    encoded, valid, _ = self.encoder(encoder_input_tokens, enable_dropout=enable_dropout, prompt_ids=prompt_ids)
+    with self._hooks():
+      encoded, valid, _ = self.encoder(encoder_input_tokens, enable_dropout=enable_dropout, prompt_ids=prompt_ids)
     return encoded, valid
 
   def decode(self, encoded: Array, encoder_valid: Array, decoder_input_tokens: Array,
              decoder_target_tokens: Array | None = None, *, enable_dropout: bool = False,
              decode: bool = False) -> Array:
-    return self.decoder(encoded, encoder_valid, decoder_input_tokens, decoder_target_tokens,
-                        enable_dropout=enable_dropout, decode=decode)
+    with self._hooks():
+      return self.decoder(encoded, encoder_valid, decoder_input_tokens, decoder_target_tokens,
+                          enable_dropout=enable_dropout, decode=decode)
 
 
 def init_params(config: T5Config, rng: Array, *, input_wrapper: InputWrapperFactory | None = None,

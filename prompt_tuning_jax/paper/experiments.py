@@ -50,6 +50,8 @@ PROMPT_LENGTHS = (1, 5, 20, 100, 150)
 INITS = ("uniform", "sampled_vocab", "class_labels")
 FROZEN_MODELS = ("span_corruption", "lm_adapted")
 ENSEMBLE_SEEDS = (0, 1, 2, 3, 4)
+# Delta-tuning methods on the same frozen model (issue 13; not in the paper): gin/methods/<name>.gin.
+DELTA_METHODS = ("lora", "prefix", "adapters", "bitfit", "last_layers", "layer_norm", "said")
 TRANSFER_SEEDS = (0, 1, 2)
 PAPER_TRAIN_STEPS = 30000
 DONE_MARKER = "reproduce_done.json"
@@ -155,6 +157,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                tasks=("qqp", "mrpc"), seeded=False),
     Experiment("domain_shift", "Table 1 domain shift: train on SQuAD, zero-shot on six MRQA out-of-domain "
                "dev sets", _domain_shift, sizes=("xxl",), tasks=("squad",)),
+                   Experiment("delta_methods", "Delta-tuning methods side by side on the frozen LM-adapted T5 (not in the paper)",
+               _grid("method", DELTA_METHODS)),
     Experiment("demo", "smoke test on the bundled demo model (not a paper result)",
                lambda sizes, tasks: [Setting("demo", "demo", init="sampled_vocab", prompt_length=10)],
                sizes=("demo",), tasks=("demo",), hidden=True, seeded=False),
@@ -175,8 +179,9 @@ def gin_args(s: Setting) -> tuple[list[str], list[tuple[str, str]]]:
     bindings = [("MIXTURE_OR_TASK_NAME", f"glue_{s.task}_taskless"),
                 ("TRANSFER_TARGET", f"glue_{s.target}_from_{s.task}_taskless")]
   else:
-    run = _INIT_GIN[s.init] if s.prompt else "paper/model_tuning.gin"
-    bindings = [("MIXTURE_OR_TASK_NAME", f"superglue_{s.task}_taskless"),
+    run = (f"methods/{s.method}.gin" if s.method in DELTA_METHODS else
+           _INIT_GIN[s.init] if s.prompt else "paper/model_tuning.gin")
+    bindings = [("MIXTURE_OR_TASK_NAME", f"superglue_{s.task}_taskless"), 
                 ("EARLY_STOPPING_METRIC", s.metric_flag)]
   if s.prompt and s.init == "class_labels":
     labels = VERBALIZERS.get(s.task) or INIT_WORDS.get(s.task)

@@ -17,9 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from prompt_tuning_jax import data, distributed, sharding
+from prompt_tuning_jax import data, distributed, methods, sharding
 from prompt_tuning_jax.checkpoints import backbone, fs, t5x, train_state
 from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.methods import files as delta_files
 from prompt_tuning_jax.prompt import PROMPT_PATH, initializers, wrapper
 from prompt_tuning_jax.prompt import files as prompt_files
 from prompt_tuning_jax.trainer import metric_writer, optim, preemption
@@ -57,6 +58,7 @@ class TrainConfig:
   data: data.DataConfig = data.DataConfig()
   prompt: wrapper.PromptConfig | None = wrapper.PromptConfig()
   prompt_init: initializers.Initializer = initializers.uniform_symmetric(0.5)
+  method: methods.DeltaMethod | None = None  # a delta method (gin/methods/*.gin); sets what trains
   optim: optim.OptimConfig = optim.OptimConfig()
   loss: step_lib.LossConfig = step_lib.LossConfig()
   partition: sharding.PartitionConfig = sharding.PartitionConfig()
@@ -84,6 +86,16 @@ class TrainConfig:
         raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
     if not self.model_dir:
       raise ValueError("TrainConfig.model_dir (MODEL_DIR) is empty")
+    if self.method is not None and self.optim.trainable_patterns != optim.OptimConfig().trainable_patterns:
+      raise ValueError(f"TrainConfig.method={self.method.name!r} names what trains; leave "
+                       f"OptimConfig.trainable_patterns unset (got {self.optim.trainable_patterns})")
+
+  @property
+  def trainable_patterns(self) -> tuple[str, ...]:
+    """The method's patterns (plus the prompt's, if any), or OptimConfig's without a method."""
+    if self.method is None:
+      return self.optim.trainable_patterns
+    return methods.trainable_patterns(self.method, self.t5, with_prompt=self.prompt is not None)
 
 
 @dataclasses.dataclass
@@ -120,20 +132,22 @@ class _Run:
     self.cfg = cfg
     self.mesh = sharding.make_mesh(cfg.partition)
     self.rules = cfg.partition.rules
-    self.model = wrapper.make_model(cfg.t5, cfg.prompt)
+    self.model = methods.make_model(cfg.t5, cfg.prompt, cfg.method)
     abstract = abstract_params(self.model)  # the one trace of the model's parameters: shapes and logical axes
-    labels = optim.label_tree(abstract, cfg.optim.trainable_patterns)  # the one trainable/frozen split
+    labels = optim.label_tree(abstract, cfg.trainable_patterns)  # the one trainable/frozen split
     self.param_shardings = sharding.logical_to_sharding(sharding.logical_specs(abstract), self.mesh, self.rules)
     self.frozen, self.checkpoint_step = backbone.load_frozen(
-        cfg.initial_checkpoint_path, cfg.t5, shardings=_without_prompt(self.param_shardings),
-        expected=_without_prompt(abstract))
+        cfg.initial_checkpoint_path, cfg.t5, shardings=_backbone_part(self.param_shardings, cfg),
+        expected=_backbone_part(abstract, cfg))
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
     full = _initial_full_params(cfg, self.frozen, init_rng)
+    if cfg.method is not None:
+      full = methods.add_delta_params(self.model, full, jax.random.fold_in(init_rng, 1))
     trainable, self.frozen = optim.split_by_labels(full, labels)
     if not trainable:
-      raise ValueError(f"OptimConfig.trainable_patterns={cfg.optim.trainable_patterns} match no parameter")
+      raise ValueError(f"trainable patterns {cfg.trainable_patterns} match no parameter")
     trainable = jax.tree.map(lambda x: x.astype(jnp.float32), trainable)  # even with bfloat16 weight storage
-    optim_cfg = cfg.optim
+    optim_cfg = dataclasses.replace(cfg.optim, trainable_patterns=cfg.trainable_patterns)
     if optim_cfg.step_offset == 0 and self.checkpoint_step:
       optim_cfg = dataclasses.replace(optim_cfg, step_offset=self.checkpoint_step)
     trainable_labels, _ = optim.split_by_labels(labels, labels)
@@ -202,11 +216,12 @@ def state_shardings(state: Any, trainable_sh: Any, mesh: Any) -> step_lib.TrainS
                              opt_state=jax.tree.map(lambda _: replicated, state.opt_state), rng=replicated)
 
 
-def _without_prompt(tree: dict) -> dict:
-  """The backbone part of a full parameter tree (values, abstract params or shardings):
-  everything but the prompt subtree at PROMPT_PATH[:2]."""
+def _backbone_part(tree: dict, cfg: TrainConfig) -> dict:
+  """The frozen checkpoint's part of a full parameter tree (values, abstract params or
+  shardings): everything but the prompt subtree at PROMPT_PATH[:2] and a method's leaves."""
   encoder = {k: v for k, v in tree["encoder"].items() if k != PROMPT_PATH[1]}
-  return {**tree, "encoder": encoder}
+  tree = {**tree, "encoder": encoder}
+  return methods.backbone_only(tree, cfg.t5) if cfg.method is not None else tree
 
 
 def train(cfg: TrainConfig, on_ready: Callable[[], None] | None = None) -> TrainResult:
@@ -308,6 +323,8 @@ def _evaluate(run: _Run, step: int, writer: "metric_writer.MetricsWriter") -> bo
     run.meta["best"] = {"step": step, "global_step": run.checkpoint_step + step, "metric": es.metric,
                         "value": value}
     run.meta["evals_without_improvement"] = 0
+    if cfg.method is not None and distributed.is_primary():  # the best delta, as the best prompt below
+      delta_files.save_delta(fs.join(cfg.model_dir, "best"), cfg.method, cfg.t5, jax.device_get(run.state.params))
     if cfg.prompt is not None and distributed.is_primary():
       prompt_files.save_npy(fs.join(cfg.model_dir, "best", "prompt.npy"),
                             np.asarray(jax.device_get(wrapper.get_prompt(run.state.params))))
@@ -327,7 +344,10 @@ def selection_value(scores: dict[str, float], metric: str | tuple[str, ...]) -> 
 
 
 def _export(cfg: TrainConfig, run: _Run, trainable: Any) -> None:
-  """The final prompt as .npy and in the original release's numpy_checkpoints layout."""
+  """The final prompt as .npy and in the original release's numpy_checkpoints layout;
+  a method's trained leaves as `delta.safetensors` (methods/files.py)."""
+  if cfg.method is not None:
+    delta_files.save_delta(cfg.model_dir, cfg.method, cfg.t5, trainable)
   if cfg.prompt is None:
     return
   prompt = np.asarray(wrapper.get_prompt(trainable))
