@@ -263,12 +263,12 @@ def _check(flag: str, given: Sequence[str] | None, default: tuple[str, ...],
 
 
 _EVAL_MACROS = ("CHECKPOINT_PATH", "INITIAL_CHECKPOINT_PATH", "MIXTURE_OR_TASK_NAME", "MIXTURE_OR_TASK_MODULE",
-                "TASK_FEATURE_LENGTHS", "BATCH_SIZE")  # the macros gin/runs/eval.gin binds
+                "TASK_FEATURE_LENGTHS", "BATCH_SIZE", "NUM_PARTITIONS")  # the macros gin/runs/eval.gin binds
 
 
 def _eval_knows(flag: str) -> bool:
   """Whether an extra --gin flag applies to the eval command too: a configurable binding,
-  or a macro of gin/runs/eval.gin (eval refuses others, e.g. TRAIN_STEPS, NUM_PARTITIONS)."""
+  or a macro of gin/runs/eval.gin (eval refuses others, e.g. TRAIN_STEPS)."""
   name = flag[len("--gin."):].split("=", 1)[0]
   return "." in name or name in _EVAL_MACROS
 
