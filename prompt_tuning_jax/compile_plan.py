@@ -160,7 +160,7 @@ def compile_plan(config: T5Config, topology: str, run: memory_plan.RunShape,
       results.append(_measure("train", jitted, _abstract(state, state_sh), frozen, batch))
     params = optim.merge_params(trainable, frozen)
     if "score" in steps:  # rank classification: every candidate scored, one encoding per example
-      jitted = jax.jit(functools.partial(decoding.rank_classify, model), in_shardings=(full_sh, batch_sh, replicated))
+      jitted = jax.jit(functools.partial(decoding.score_candidates, model), in_shardings=(full_sh, batch_sh, replicated))
       candidates = jax.ShapeDtypeStruct((num_candidates, run.target_length), jnp.int32, sharding=replicated)
       results.append(_measure("score", jitted, params, tokens(run.input_length), candidates))
     if "decode" in steps:

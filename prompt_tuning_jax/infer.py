@@ -84,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
   cfg = cli.build_config(EvalConfig)
   cfg = cli.override(cfg, mode=args.mode, batch_size=args.batch_size, num_beams=args.num_beams, alpha=args.alpha,
                      max_decode_length=args.max_decode_length,
-                     model=dataclasses.replace(cfg.model, prompts=tuple(args.prompt)) if args.prompt else None)
+                     model=dataclasses.replace(cfg.model, prompts=tuple(args.prompt) or cfg.model.prompts,
+                                               delta=args.delta or cfg.model.delta))
   if cfg.mode == "rank":
     raise SystemExit("--mode=rank needs candidate labels; infer decodes (greedy or beam)")
   where = sharded.start(cfg.model.partition, coordinator_address=args.coordinator_address,

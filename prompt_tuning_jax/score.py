@@ -36,7 +36,6 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--delta", default=None, help="a trained delta (delta.safetensors or its run folder)")
   parser.add_argument("--vocabulary", default=None, help="SentencePiece model (default: bundled T5 vocabulary)")
   parser.add_argument("--batch_size", type=int, default=None, help="default: ScoreConfig.batch_size (16)")
-  parser.add_argument("--delta", default=None, help="a trained delta (delta.safetensors or its run folder)")
   sharded.add_flags(parser)
   args = cli.parse(parser, argv, defaults=["runs/score.gin"])
   cfg = cli.build_config(scorer.ScoreConfig)

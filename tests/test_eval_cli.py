@@ -125,7 +125,7 @@ def test_eval_config_is_bound_from_gin_and_flags(monkeypatch):
   """runs/eval.gin maps the training macros onto EvalConfig; flags override gin."""
   from prompt_tuning_jax.evaluators import driver
   seen = []
-  monkeypatch.setattr(driver, "evaluate", lambda cfg: seen.append(cfg) or {})
+  monkeypatch.setattr(driver, "evaluate", lambda cfg, placement=None: seen.append(cfg) or {})
   eval_cli.main(["--gin_file=models/t5_1_1_small.gin", f"--gin.MIXTURE_OR_TASK_NAME={RTE}", "--gin.BATCH_SIZE=4",
                  "--gin.EvalConfig.num_beams=3", "--gin.EvalConfig.mode='beam'", "--mode=rank", "--prompt=a.npy"])
   cfg = seen[0]

@@ -39,7 +39,10 @@ def test_rules_table_matches_t5x():
   one_d = dict(sharding.standard_logical_axis_rules(1))
   assert one_d == {"batch": "data", "vocab": "model", "mlp": "model", "heads": "model",
                    "joined_kv": "model", "kv": None, "embed": None, "length": None,
-                   "relpos_buckets": None, "prompt": None, "prompt_embed": None}
+                   "relpos_buckets": None, "prompt": None, "prompt_embed": None,
+                   # the delta methods' small axes (methods/), replicated like the prompt
+                   "lora_rank": None, "adapter": None, "prefix": None, "prefix_embed": None,
+                   "prefix_hidden": None, "intrinsic": None}
   two_d = sharding.standard_logical_axis_rules(2)
   assert ("embed", "data") in two_d
   # batch must win 'data' before embed does, so activations stay batch-sharded.

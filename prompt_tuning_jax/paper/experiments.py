@@ -157,8 +157,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                tasks=("qqp", "mrpc"), seeded=False),
     Experiment("domain_shift", "Table 1 domain shift: train on SQuAD, zero-shot on six MRQA out-of-domain "
                "dev sets", _domain_shift, sizes=("xxl",), tasks=("squad",)),
-                   Experiment("delta_methods", "Delta-tuning methods side by side on the frozen LM-adapted T5 (not in the paper)",
-               _grid("method", DELTA_METHODS)),
+    Experiment("delta_methods", "Delta-tuning methods side by side on the frozen LM-adapted T5 (not in the "
+               "paper)", _grid("method", DELTA_METHODS)),
     Experiment("demo", "smoke test on the bundled demo model (not a paper result)",
                lambda sizes, tasks: [Setting("demo", "demo", init="sampled_vocab", prompt_length=10)],
                sizes=("demo",), tasks=("demo",), hidden=True, seeded=False),

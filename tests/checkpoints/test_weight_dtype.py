@@ -28,9 +28,9 @@ def test_bfloat16_storage_is_the_checkpoint_cast_shard_by_shard(monkeypatch):
   reads = []
   original = t5x.read_t5x_array
 
-  def spy(path, name, index):
+  def spy(path, name, index, **kwargs):
     reads.append((name, index))
-    return original(path, name, index)
+    return original(path, name, index, **kwargs)
 
   monkeypatch.setattr(t5x, "read_t5x_array", spy)
   shardings = sharding.logical_to_sharding(specs, mesh, sharding.PartitionConfig().rules)

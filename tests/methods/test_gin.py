@@ -35,7 +35,8 @@ def test_reproduce_lists_one_run_per_method_with_its_gin_file(tmp_path):
   from prompt_tuning_jax.paper import experiments
   runs = experiments.expand(experiments.EXPERIMENTS["delta_methods"], str(tmp_path), sizes=("small",),
                             tasks=("rte",))
-  assert sorted(r.setting.method for r in runs) == sorted(methods.METHODS)
+  # one run per method and seed (3 seeds per point, as every seeded grid)
+  assert sorted(r.setting.method for r in runs) == sorted(list(methods.METHODS) * len(experiments.SEEDS))
   for run in runs:
     assert f"--gin_file=methods/{run.setting.method}.gin" in run.command
     assert "--gin_file=models/t5_1_1_small.gin" in run.command

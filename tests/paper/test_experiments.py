@@ -60,7 +60,8 @@ def test_main_dry_run_lists_every_run_with_its_command(tmp_path, capsys):
 def test_run_counts_and_shared_runs(tmp_path):
   counts = {n: len(_runs(n, tmp_path)) for n, e in experiments.EXPERIMENTS.items() if not e.hidden}
   assert counts == {"main": 120, "model_tuning": 120, "prompt_length": 600, "init": 360,
-                    "frozen_model": 240, "ensemble": 48, "transfer": 12, "domain_shift": 6}
+                    "frozen_model": 240, "ensemble": 48, "transfer": 12, "domain_shift": 6,
+                    "delta_methods": 840}
   main = {r.output_dir for r in _runs("main", tmp_path)}
   for ablation in ("prompt_length", "init", "frozen_model"):  # their default point is the main run
     assert main <= {r.output_dir for r in _runs(ablation, tmp_path)}
@@ -313,4 +314,5 @@ def test_extra_flags_reach_each_command_only_where_its_gin_knows_them(tmp_path, 
     gin.clear_config()
     cli.parse_gin((["runs/eval.gin"] if run.kind == "eval" else []) + files, bindings, [str(cli.GIN_DIR)])
     assert gin.query_parameter("%BATCH_SIZE") == 16
-  assert [a for a in evals[0].command if a.startswith("--gin.") and a in extra] == extra[2:]
+  # NUM_PARTITIONS and BATCH_SIZE reach eval (runs/frozen_model.gin, runs/eval.gin); TRAIN_STEPS does not.
+  assert [a for a in evals[0].command if a.startswith("--gin.") and a in extra] == extra[:1] + extra[2:]

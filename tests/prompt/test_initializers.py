@@ -189,7 +189,7 @@ def test_from_t5x_checkpoint_reads_prompt_variable(tmp_path, monkeypatch):
   calls = []
   fake = types.ModuleType("prompt_tuning_jax.checkpoints.t5x")
 
-  def read_t5x_variable(path, name):
+  def read_t5x_variable(path, name, **kwargs):
     calls.append((path, name))
     return np.full((3, 4), 2.0, np.float32)
 
