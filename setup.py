@@ -74,6 +74,7 @@ setup(
             "ptj-plan=prompt_tuning_jax.plan:main",
             "ptj-demo=prompt_tuning_jax.demo:main",
             "ptj-reproduce=prompt_tuning_jax.reproduce:main",
+            "ptj-inspect-prompt=prompt_tuning_jax.inspect_prompt:main",
         ]
     },
 )
