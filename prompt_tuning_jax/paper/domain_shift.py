@@ -10,7 +10,7 @@ import os
 from typing import Any, Sequence
 
 from prompt_tuning_jax.paper import experiments as grid
-from prompt_tuning_jax.paper import published, report
+from prompt_tuning_jax.paper import published, results
 
 DATASETS = ("squad", "textbookqa", "bioasq", "race", "relationextraction", "duorc", "drop")
 METHODS = ("model_tuning", "prompt_tuning")
@@ -22,7 +22,7 @@ def selected_f1(runs: Sequence[grid.Run], method: str, size: str) -> dict[str, l
   for r in runs:
     if r.kind != "train" or r.setting.method != method or r.setting.size != size:
       continue
-    ev = report.best_eval(r.output_dir, r.setting.metric)
+    ev = results.best_eval(r.output_dir, r.setting.metric)
     if not ev:
       continue
     for d in DATASETS:
@@ -32,7 +32,7 @@ def selected_f1(runs: Sequence[grid.Run], method: str, size: str) -> dict[str, l
   return out
 
 
-def table(runs: Sequence[grid.Run], sizes: Sequence[str]) -> report.Table:
+def table(runs: Sequence[grid.Run], sizes: Sequence[str]) -> results.Table:
   header = ["dataset", "size", "model tuning (ours)", "prompt tuning (ours)", "model tuning (paper)",
             "prompt tuning (paper)", "runs done"]
   rows = []
@@ -41,12 +41,12 @@ def table(runs: Sequence[grid.Run], sizes: Sequence[str]) -> report.Table:
     for d in DATASETS:
       paper = [published.table1(d, m) if z == "xxl" else None for m in METHODS]
       done = sum(len(ours[m][d]) for m in METHODS)
-      rows.append([d, z] + [report.mean_std(ours[m][d]) for m in METHODS] +
+      rows.append([d, z] + [results.mean_std(ours[m][d]) for m in METHODS] +
                   [f"{p[0].value:.1f} ± {p[1].value:.1f}" if p else "" for p in paper] +
                   [f"{done}/{sum(1 for r in runs if r.kind == 'train' and r.setting.size == z)}"])
   notes = [f"Paper: {published.TABLE1_SOURCE}. Ours: F1 mean ± std over seeds at each run's eval with the best "
            "SQuAD dev mean(F1, EM); the out-of-domain sets are never trained on."]
-  return report.Table("domain_shift: " + grid.EXPERIMENTS["domain_shift"].reproduces, header, rows, notes)
+  return results.Table("domain_shift: " + grid.EXPERIMENTS["domain_shift"].reproduces, header, rows, notes)
 
 
 def plot(runs: Sequence[grid.Run], size: str, path: str) -> str:

@@ -11,9 +11,6 @@ runs leave their cells empty.
 """
 from __future__ import annotations
 
-import csv
-import dataclasses
-import io
 import json
 import os
 import statistics
@@ -21,8 +18,8 @@ from typing import Any, Sequence
 
 from prompt_tuning_jax.checkpoints import fs
 from prompt_tuning_jax.evaluators.superglue_metrics import TASK_METRICS
+from prompt_tuning_jax.paper import domain_shift, published, results
 from prompt_tuning_jax.paper import experiments as grid
-from prompt_tuning_jax.paper import published
 
 VARIANTS = {
     "main": lambda s: "Prompt Tuning",
@@ -34,87 +31,6 @@ VARIANTS = {
                                "lm_adapted": "LM Adaptation (100K)"}[s.frozen],
     "demo": lambda s: "demo",
 }
-
-
-@dataclasses.dataclass
-class Table:
-  title: str
-  header: list[str]
-  rows: list[list[str]]
-  notes: list[str] = dataclasses.field(default_factory=list)
-
-  def markdown(self) -> str:
-    lines = [f"### {self.title}", "", "| " + " | ".join(self.header) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(self.header) - 1)) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in self.rows]
-    return "\n".join(lines + [""] + [f"- {n}" for n in self.notes])
-
-  def csv(self) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(self.header)
-    writer.writerows(self.rows)
-    return buf.getvalue()
-
-
-def fmt(value: float | None) -> str:
-  return "" if value is None else f"{value:.1f}"
-
-
-def mean_std(values: Sequence[float]) -> str:
-  """'75.0 ± 1.2' over seeds (sample std), '75.0' for one value, '' for none."""
-  if not values:
-    return ""
-  if len(values) == 1:
-    return fmt(values[0])
-  return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}"
-
-
-def _names(metric: str | Sequence[str]) -> tuple[str, ...]:
-  return (metric,) if isinstance(metric, str) else tuple(metric)
-
-
-def selection_value(scores: dict[str, float], metric: str | Sequence[str]) -> float | None:
-  """The early-stopping value of an eval: its metric, or the mean of several."""
-  names = _names(metric)
-  if not all(n in scores for n in names):
-    return None
-  return statistics.fmean(float(scores[n]) for n in names)
-
-
-def mean_of(values: Sequence[float], expected: int) -> str:
-  """Mean, marked '(k/n)' when only k of the n expected values exist."""
-  if not values:
-    return ""
-  text = fmt(statistics.fmean(values))
-  return text if len(values) == expected else f"{text} ({len(values)}/{expected})"
-
-
-# ------------------------------------------------------------------------------ reading
-
-def eval_history(model_dir: str) -> list[dict[str, float]]:
-  """The eval lines of metrics.jsonl, 'eval/' stripped: [{'step': s, 'accuracy': v, ...}]."""
-  text = grid.read_text(fs.join(model_dir, "metrics.jsonl")) or ""
-  out = []
-  for line in text.splitlines():
-    record = json.loads(line) if line.strip() else {}
-    evals = {k[len("eval/"):]: v for k, v in record.items() if k.startswith("eval/")}
-    if evals:
-      out.append(dict(evals, step=record.get("step")))
-  return out
-
-
-def best_eval(model_dir: str, metric: str | Sequence[str]) -> dict[str, float] | None:
-  """The eval with the best `metric` (mean of several; first on ties), or best/best.json's value."""
-  evals = [e for e in eval_history(model_dir) if selection_value(e, metric) is not None]
-  if evals:
-    return max(evals, key=lambda e: selection_value(e, metric))
-  best = grid.read_text(fs.join(model_dir, "best", "best.json"))
-  if best:
-    best = json.loads(best)
-    if isinstance(metric, str) and best.get("metric") == metric:
-      return {"step": best["step"], metric: best["value"]}
-  return None
 
 
 def task_score(task: str, scores: dict[str, float] | None, metric: str = "accuracy") -> float | None:
@@ -129,7 +45,7 @@ def task_score(task: str, scores: dict[str, float] | None, metric: str = "accura
 
 def run_score(run: grid.Run) -> float | None:
   s = run.setting
-  return task_score(s.task, best_eval(run.output_dir, s.metric), s.metric)
+  return task_score(s.task, results.best_eval(run.output_dir, s.metric), s.metric)
 
 
 # ------------------------------------------------------------------------------- tables
@@ -144,7 +60,7 @@ def _scores(runs: Sequence[grid.Run], experiment: str) -> dict[tuple[str, str, s
 
 
 def _task_cell(by_seed: dict[int, float] | None) -> str:
-  return mean_std(list(by_seed.values())) if by_seed else ""
+  return results.mean_std(list(by_seed.values())) if by_seed else ""
 
 
 def average_stats(scores: dict, size: str, variant: str, tasks: Sequence[str]) -> tuple[float, float | None, int]:
@@ -166,12 +82,12 @@ def _average_cell(scores: dict, size: str, variant: str, tasks: Sequence[str]) -
   mean, std, done = average_stats(scores, size, variant, tasks)
   if not done:
     return ""
-  text = fmt(mean) + ("" if std is None else f" ± {std:.1f}")
+  text = results.fmt(mean) + ("" if std is None else f" ± {std:.1f}")
   return text if done == len(tasks) else f"{text} ({done}/{len(tasks)})"
 
 
 def per_task_table(experiment: str, runs: Sequence[grid.Run], sizes: Sequence[str],
-                   tasks: Sequence[str]) -> Table:
+                   tasks: Sequence[str]) -> results.Table:
   """Rows: model sizes; columns: tasks and their mean (Figure 1's numbers per task)."""
   scores, variant = _scores(runs, experiment), VARIANTS[experiment](runs[0].setting)
   header = ["size"] + list(tasks) + ["average", "tasks done"]
@@ -190,14 +106,14 @@ def per_task_table(experiment: str, runs: Sequence[grid.Run], sizes: Sequence[st
       paper.append(published.table3("superglue", "average"))
     else:
       paper.append(None)  # the paper's average is over all eight tasks
-    rows.append(["xxl (paper)"] + [fmt(p.value if p else None) for p in paper] + [""])
+    rows.append(["xxl (paper)"] + [results.fmt(p.value if p else None) for p in paper] + [""])
     notes.append(f"'xxl (paper)': {published.TABLE3_SOURCE}, mean of five single prompts; empty where "
                  "the paper prints no number. Figure 1 itself is a plot without printed values.")
-  return Table(f"{experiment}: {grid.EXPERIMENTS[experiment].reproduces}", header, rows, notes)
+  return results.Table(f"{experiment}: {grid.EXPERIMENTS[experiment].reproduces}", header, rows, notes)
 
 
 def ablation_table(experiment: str, runs: Sequence[grid.Run], sizes: Sequence[str],
-                   tasks: Sequence[str]) -> Table:
+                   tasks: Sequence[str]) -> results.Table:
   """Rows: model sizes; columns: the ablated values; cells: mean task score (Figure 3)."""
   scores = _scores(runs, experiment)
   variants = list(dict.fromkeys(VARIANTS[experiment](r.setting) for r in runs if r.kind == "train"))
@@ -206,7 +122,7 @@ def ablation_table(experiment: str, runs: Sequence[grid.Run], sizes: Sequence[st
     rows.append([z] + [_average_cell(scores, z, var, tasks) for var in variants])
   notes = [f"Mean SuperGLUE dev task score over {len(tasks)} task(s), ± std over seeds; '(k/n)': only k "
            "done. The paper plots this figure without printed values."]
-  return Table(f"{experiment}: {grid.EXPERIMENTS[experiment].reproduces}", ["size"] + variants, rows, notes)
+  return results.Table(f"{experiment}: {grid.EXPERIMENTS[experiment].reproduces}", ["size"] + variants, rows, notes)
 
 
 def _ensemble_scores(run: grid.Run, members: Sequence[grid.Run], task: str) -> tuple[Any, Any, Any]:
@@ -226,7 +142,7 @@ def _ensemble_scores(run: grid.Run, members: Sequence[grid.Run], task: str) -> t
   return statistics.fmean(singles), max(singles), vote
 
 
-def ensemble_table(runs: Sequence[grid.Run], sizes: Sequence[str], tasks: Sequence[str]) -> Table:
+def ensemble_table(runs: Sequence[grid.Run], sizes: Sequence[str], tasks: Sequence[str]) -> results.Table:
   header = ["size", "task", "average (ours)", "best (ours)", "ensemble (ours)",
             "average (paper)", "best (paper)", "ensemble (paper)"]
   rows = []
@@ -240,18 +156,18 @@ def ensemble_table(runs: Sequence[grid.Run], sizes: Sequence[str], tasks: Sequen
         if v is not None:
           col.append(v)
       paper = [published.table3(t, c) if z == "xxl" else None for c in published.TABLE3_COLUMNS]
-      rows.append([z, t] + [fmt(v) for v in ours] + [fmt(p.value if p else None) for p in paper])
+      rows.append([z, t] + [results.fmt(v) for v in ours] + [results.fmt(p.value if p else None) for p in paper])
     paper = [published.table3("superglue", c) if z == "xxl" and list(tasks) == list(grid.SUPERGLUE_TASKS)
              else None for c in published.TABLE3_COLUMNS]
-    rows.append([z, "SuperGLUE"] + [mean_of(c, len(tasks)) for c in columns] +
-                [fmt(p.value if p else None) for p in paper])
+    rows.append([z, "SuperGLUE"] + [results.mean_of(c, len(tasks)) for c in columns] +
+                [results.fmt(p.value if p else None) for p in paper])
   notes = [f"Paper: {published.TABLE3_SOURCE}. Ours: each seed's best prompt (early stopping "
            "on dev); 'ensemble' is the majority vote of `python -m prompt_tuning_jax.eval` "
            "with the five prompts."]
-  return Table("ensemble: " + grid.EXPERIMENTS["ensemble"].reproduces, header, rows, notes)
+  return results.Table("ensemble: " + grid.EXPERIMENTS["ensemble"].reproduces, header, rows, notes)
 
 
-def transfer_table(runs: Sequence[grid.Run], sizes: Sequence[str], tasks: Sequence[str]) -> Table:
+def transfer_table(runs: Sequence[grid.Run], sizes: Sequence[str], tasks: Sequence[str]) -> results.Table:
   header = ["train -> eval", "size", "method", "accuracy (ours)", "F1 (ours)", "accuracy (paper)",
             "F1 (paper)", "runs done"]
   rows = []
@@ -260,27 +176,27 @@ def transfer_table(runs: Sequence[grid.Run], sizes: Sequence[str], tasks: Sequen
     for z in sizes:
       for method in ("model_tuning", "prompt_tuning"):
         mine = [r for r in runs if r.setting.task == src and r.setting.size == z and r.setting.method == method]
-        picked = [e for r in mine if (e := best_eval(r.output_dir, "accuracy")) and "target/accuracy" in e]
-        cells = [mean_std([e[f"target/{m}"] for e in picked]) for m in ("accuracy", "f1")]
+        picked = [e for r in mine if (e := results.best_eval(r.output_dir, "accuracy")) and "target/accuracy" in e]
+        cells = [results.mean_std([e[f"target/{m}"] for e in picked]) for m in ("accuracy", "f1")]
         paper = [published.table2(src, tgt, method, m) if z == "xxl" else None for m in ("accuracy", "f1")]
         rows.append([f"{src.upper()} -> {tgt.upper()}", z, method.replace("_", " ")] + cells +
-                    [fmt(p.value if p else None) for p in paper] + [f"{len(picked)}/{len(mine)}"])
+                    [results.fmt(p.value if p else None) for p in paper] + [f"{len(picked)}/{len(mine)}"])
   notes = [f"Paper: {published.TABLE2_SOURCE}. Ours: mean ± std over seeds of the target's dev "
            "scores at the step with the best SOURCE dev accuracy (the target is never trained on)."]
-  return Table("transfer: " + grid.EXPERIMENTS["transfer"].reproduces, header, rows, notes)
+  return results.Table("transfer: " + grid.EXPERIMENTS["transfer"].reproduces, header, rows, notes)
 
 
-def runs_table(runs: Sequence[grid.Run]) -> Table:
+def runs_table(runs: Sequence[grid.Run]) -> results.Table:
   """One row per train run: what it is, where, and its selected dev scores."""
   header = ["run", "status", "step", "metric", "value", "task score"]
   rows = []
   for r in runs:
     if r.kind != "train":
       continue
-    ev = best_eval(r.output_dir, r.setting.metric)
-    rows.append([r.name, grid.status(r), str(ev["step"]) if ev else "", "+".join(_names(r.setting.metric)),
-                 fmt(selection_value(ev, r.setting.metric) if ev else None), fmt(run_score(r))])
-  return Table("runs", header, rows)
+    ev = results.best_eval(r.output_dir, r.setting.metric)
+    rows.append([r.name, grid.status(r), str(ev["step"]) if ev else "", "+".join(results.metric_names(r.setting.metric)),
+                 results.fmt(results.selection_value(ev, r.setting.metric) if ev else None), results.fmt(run_score(r))])
+  return results.Table("runs", header, rows)
 
 
 # -------------------------------------------------------------------------------- plots
@@ -353,7 +269,7 @@ def figure1(root: str, sizes: Sequence[str], tasks: Sequence[str], extra: Sequen
       series[label] = by_size
   points = []
   if list(tasks) == list(grid.SUPERGLUE_TASKS):
-    points.append(("Prompt Tuning, paper Table 3", "xxl", published.TABLE3["superglue"][0]))
+    points.append(("Prompt Tuning, paper results.Table 3", "xxl", published.TABLE3["superglue"][0]))
   return plot_vs_size(series, path, title="Figure 1: SuperGLUE dev score vs model size", points=points)
 
 
@@ -387,7 +303,7 @@ def aggregate(root: str, experiments: Sequence[str], *, sizes: Sequence[str] | N
 
 def _table_and_plot(name: str, runs: Sequence[grid.Run], root: str, sizes: Sequence[str],
                     tasks: Sequence[str], extra: Sequence[str], out_dir: str,
-                    seeds: Sequence[int] | None = None) -> tuple[Table, str | None]:
+                    seeds: Sequence[int] | None = None) -> tuple[results.Table, str | None]:
   plottable = "://" not in out_dir and all(z in published.MODEL_PARAMS for z in sizes)
   if name in ("main", "model_tuning", "demo"):
     table = per_task_table(name, runs, sizes, tasks)
@@ -399,7 +315,6 @@ def _table_and_plot(name: str, runs: Sequence[grid.Run], root: str, sizes: Seque
   if name == "transfer":
     return transfer_table(runs, sizes, tasks), None
   if name == "domain_shift":
-    from prompt_tuning_jax.paper import domain_shift  # needs report's readers
     return domain_shift.table_and_plot(runs, sizes, out_dir)
   table = ablation_table(name, runs, sizes, tasks)
   png = None
@@ -409,7 +324,7 @@ def _table_and_plot(name: str, runs: Sequence[grid.Run], root: str, sizes: Seque
   return table, png
 
 
-def _page(exp: grid.Experiment, table: Table, png: str | None) -> str:
+def _page(exp: grid.Experiment, table: results.Table, png: str | None) -> str:
   source = exp.reproduces if exp.hidden else f"{exp.reproduces} of {published.PAPER}"
   text = f"## {exp.name}\n\nReproduces: {source}.\n\n{table.markdown()}\n"
   if png:
