@@ -1,12 +1,13 @@
 """The one JSONL reader: one JSON object per line, errors naming `file:line`.
 
 Line numbers are physical (blank lines count), so an error points at the line an
-editor shows. Every reader of user JSONL (SuperGLUE folders, infer and score inputs)
+editor shows. Every reader of user JSONL (SuperGLUE and MRQA files, infer and score inputs)
 goes through `read_jsonl`, so bad JSON, a non-object line, bytes that are not UTF-8
 and an empty file are all refused the same way, in seconds, before any pipeline is built.
 """
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from typing import Any, Iterator, Mapping
@@ -25,7 +26,7 @@ def iter_jsonl(path: str | os.PathLike, *, error: type[Exception] = JsonlError) 
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"JSONL file not found: {path}")
-  with open(path, "rb") as f:
+  with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:  # .jsonl.gz too (MRQA)
     for lineno, raw in enumerate(f, start=1):
       try:
         line = raw.decode("utf-8")

@@ -15,8 +15,6 @@ Tasks: `mrqa_squad` (train, validation) and `mrqa_<name>` (validation) for the n
 """
 from __future__ import annotations
 
-import gzip
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -25,6 +23,7 @@ import seqio
 import tensorflow as tf
 
 import gin
+from prompt_tuning_jax import jsonl
 from prompt_tuning_jax import vocab as vocab_lib
 from prompt_tuning_jax.evaluators import superglue_metrics
 from prompt_tuning_jax.tasks import sources, superglue
@@ -73,21 +72,28 @@ def read_official(path: str | os.PathLike) -> list[dict[str, Any]]:
     raise MrqaDataError(f"MRQA file {path} not found (expected the official layout "
                         f"<dir>/{{train,dev}}/<Name>.jsonl.gz, set by ${ENV_DATA_DIR})")
   rows = []
-  with gzip.open(path, "rt", encoding="utf-8") as f:
-    for n, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-        if "header" in record:
-          continue
-        for qa in record["qas"]:
-          rows.append({"qid": str(qa["qid"]), "question": qa["question"], "context": record["context"],
-                       "answers": [str(a) for a in qa["answers"]]})
-      except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise MrqaDataError(f"{path} line {n}: not an MRQA context record ({type(e).__name__}: {e})") from None
+  for n, record in jsonl.iter_jsonl(path, error=MrqaDataError):  # errors name file:line
+    if "header" in record:
+      continue
+    rows += _context_rows(record, f"{path}:{n}")
   if not rows:
     raise MrqaDataError(f"{path}: no questions")
+  return rows
+
+
+def _context_rows(record: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+  """One official context record -> its question rows; field types checked, naming `where`."""
+  context, qas = record.get("context"), record.get("qas")
+  if not isinstance(context, str) or not isinstance(qas, list):
+    raise MrqaDataError(f"{where}: not an MRQA context record (needs a string 'context' and a list 'qas')")
+  rows = []
+  for qa in qas:
+    answers = qa.get("answers") if isinstance(qa, dict) else None
+    if (not isinstance(qa, dict) or not isinstance(qa.get("question"), str) or "qid" not in qa
+        or not isinstance(answers, list) or not all(isinstance(a, str) for a in answers)):
+      raise MrqaDataError(f"{where}: each of 'qas' needs 'qid', a string 'question' and a list of string "
+                          f"'answers', found {qa!r:.80}")
+    rows.append({"qid": str(qa["qid"]), "question": qa["question"], "context": context, "answers": answers})
   return rows
 
 

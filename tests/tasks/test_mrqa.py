@@ -70,7 +70,28 @@ def test_missing_or_broken_file_is_named(tmp_path):
     (tmp_path / "dev").mkdir()
     with gzip.open(tmp_path / "dev" / "DROP.jsonl.gz", "wt") as f:
       f.write('{"header": {}}\n{"context": "x"}\n')
-    with pytest.raises(mrqa.MrqaDataError, match=r"DROP.jsonl.gz line 2"):
+    with pytest.raises(mrqa.MrqaDataError, match=r"DROP.jsonl.gz:2: not an MRQA context record"):
       mrqa.read_official(tmp_path / "dev" / "DROP.jsonl.gz")
   finally:
     mrqa.set_data_dir(None)
+
+
+GOOD = b'{"context": "c", "qas": [{"qid": "q1", "question": "q?", "answers": ["a"]}]}\n'
+
+
+@pytest.mark.parametrize("body,where", [
+    (b'{"header": {}}\n\n' + GOOD + b'{"context": "c", "qas": [\n', ":4: malformed JSON"),  # physical line
+    (b'{"header": {}}\n' + GOOD.replace(b'"q?"', b'7'), ":2: each of 'qas' needs"),
+    (b'{"header": {}}\n' + GOOD.replace(b'["a"]', b'"a"'), ":2: each of 'qas' needs"),
+    (b'{"header": {}}\n' + GOOD.replace(b'"qid": "q1", ', b''), ":2: each of 'qas' needs"),
+    (b'{"header": {}}\n' + GOOD.replace(b'"c"', b'["c"]', 1), ":2: not an MRQA context record"),
+    (b'{"header": {}}\n[1, 2]\n', ":2: expected a JSON object"),
+    (b'{"header": {}}\n{"context": "\xff"}\n', ":2: not UTF-8"),
+    (b'', "empty|no questions"),
+])
+def test_malformed_rows_are_refused_naming_file_and_line(tmp_path, body, where):
+  path = tmp_path / "RACE.jsonl.gz"
+  with gzip.open(path, "wb") as f:
+    f.write(body)
+  with pytest.raises(mrqa.MrqaDataError, match=f"RACE.jsonl.gz({where})" if where.startswith(":") else where):
+    mrqa.read_official(path)
