@@ -1,13 +1,16 @@
-"""Export a trained prompt for use elsewhere.
+"""Export a trained prompt, or a trained delta, for use elsewhere.
 
   python -m prompt_tuning_jax.export --prompt=MODEL_DIR/prompt.npy --output_dir=OUT \
     [--formats=npy,numpy_checkpoint,peft,card] [--step=N] [--base_model=google/t5-base-lm-adapt]
     [--task=superglue_rte_taskless] [--metrics=MODEL_DIR/best/best.json]
+  python -m prompt_tuning_jax.export --delta=MODEL_DIR/delta.safetensors --output_dir=OUT [--base_model=...]
 
 Writes OUT/prompt.npy; OUT/numpy_checkpoints/checkpoint_<step>/encoder.prompt.prompt.prompt
 (the original release's layout); OUT/peft/ (a Hugging Face PEFT prompt-tuning adapter:
 adapter_config.json + adapter_model.safetensors); OUT/model_card.json. The input may be any
 format `prompt_files.load_prompt` reads (.npy, numpy_checkpoints file, PEFT dir, T5X checkpoint).
+With --delta, OUT/peft/ is the PEFT adapter of a LoRA or PEFT-form prefix-tuning delta
+(`methods.files.save_peft`); other methods keep their delta.safetensors.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ import json
 from typing import Sequence
 
 from prompt_tuning_jax.checkpoints import fs
+from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.methods import files as delta_files
 from prompt_tuning_jax.prompt import files as prompt_files
 
 FORMATS = ("npy", "numpy_checkpoint", "peft", "card")
@@ -46,9 +51,22 @@ def export_prompt(prompt_path: str, output_dir: str, *, formats: Sequence[str] =
   return out
 
 
+def export_delta(delta_path: str, output_dir: str, *, base_model: str | None = None) -> dict[str, str]:
+  """A trained delta (`delta.safetensors` or its folder) as a PEFT adapter in OUT/peft/."""
+  shape = delta_files.delta_backbone_shape(delta_path)
+  if not shape:
+    raise ValueError(f"{delta_path}: records no backbone shape (written by an older version); retrain or re-save it")
+  method, leaves = delta_files.load_delta(delta_path)
+  path = delta_files.save_peft(fs.join(output_dir, "peft"), method, T5Config(**shape), leaves,
+                               base_model_name_or_path=base_model)
+  return {"peft": str(path)}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--prompt", required=True)
+  source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument("--prompt", help="a trained prompt (.npy, numpy checkpoint, PEFT dir, T5X checkpoint)")
+  source.add_argument("--delta", help="a trained delta: MODEL_DIR/delta.safetensors or MODEL_DIR (LoRA, prefix)")
   parser.add_argument("--output_dir", required=True)
   parser.add_argument("--formats", default=",".join(FORMATS))
   parser.add_argument("--step", type=int, default=0)
@@ -57,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--init", default="")
   parser.add_argument("--metrics", default=None, help="JSON file of dev metrics for the model card")
   args = parser.parse_args(argv)
+  if args.delta:
+    for fmt, path in export_delta(args.delta, args.output_dir, base_model=args.base_model).items():
+      print(f"{fmt}: {path}")
+    return
   metrics = None
   if args.metrics:
     metrics = json.loads(fs.read_text(args.metrics))

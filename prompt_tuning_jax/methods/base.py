@@ -86,12 +86,31 @@ def is_call(context, module_type: type | tuple[type, ...], names: Sequence[str] 
           and (names is None or module.name in names))
 
 
-def shared_param(module: nn.Module, name: str, init: Any, shape: Sequence[int], axes: tuple[str, ...]) -> Array:
-  """A parameter at the model's root, shared by every layer that asks for it by name."""
-  root = module.scope.root
-  if root.has_variable("params", name):
-    return nn.unbox(root.get_variable("params", name))
-  return root.param(name, nn.with_logical_partitioning(init, axes), tuple(shape), jnp.float32)
+# Trace-time: the method's root parameters, made or read where each stack starts (outside any
+# lifted transform) and closed over by the layers, which may be rematerialised (`nn.remat`
+# gives a layer a scope of its own, from which the model's root is out of reach).
+_ROOT: dict[str, Array] = {}
+
+
+def enter_stack(context, specs: dict[str, tuple[Any, Sequence[int], tuple[str, ...]]]) -> bool:
+  """At an Encoder or Decoder call, make (or read) the root parameters `specs`
+  ({name: (init, shape, logical axes)}) for `shared_param`; False for any other call."""
+  if not is_call(context, (t5.Encoder, t5.Decoder)):
+    return False
+  root = context.module.scope.root
+  for name, (init, shape, axes) in specs.items():
+    if root.has_variable("params", name):
+      _ROOT[name] = nn.unbox(root.get_variable("params", name))
+    else:
+      _ROOT[name] = root.param(name, nn.with_logical_partitioning(init, axes), tuple(shape), jnp.float32)
+  return True
+
+
+def shared_param(name: str) -> Array:
+  """A root parameter `enter_stack` made for this trace, shared by every layer."""
+  if name not in _ROOT:
+    raise KeyError(f"root parameter {name!r} is made at the Encoder/Decoder call; the method must call enter_stack")
+  return _ROOT[name]
 
 
 def dense_input(module: layers.Dense, x: Array) -> Array:

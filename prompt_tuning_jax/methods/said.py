@@ -33,12 +33,14 @@ class IntrinsicSAID(base.DeltaMethod):
       raise ValueError(f"IntrinsicSAID.dim must be >= 1, got {self.dim}")
 
   def intercept(self, next_fun, args, kwargs, context) -> Any:
+    if base.enter_stack(context, {"said_vector": (nn.initializers.zeros, (self.dim,), ("intrinsic",))}):
+      return next_fun(*args, **kwargs)
     y = next_fun(*args, **kwargs)
     if not base.is_call(context, layers.Dense, self.targets):
       return y
     m = context.module
     x = base.dense_input(m, args[0])
-    vector = base.shared_param(m, "said_vector", nn.initializers.zeros, (self.dim,), ("intrinsic",))
+    vector = base.shared_param("said_vector")
     scale = base.param(m, "said_scale", nn.initializers.ones, (), ())
     shape = (x.shape[-1], int(np.prod(m.features)))
     key = jax.random.fold_in(jax.random.PRNGKey(self.seed), zlib.crc32("/".join(m.path).encode()))

@@ -9,6 +9,8 @@ from prompt_tuning_jax import cli, methods
 from prompt_tuning_jax.trainer import loop
 
 GIN_METHODS = sorted(p.stem for p in (pathlib.Path(cli.GIN_DIR) / "methods").glob("*.gin"))
+# gin files that configure a variant of a method: file stem -> (method name, fields it sets)
+VARIANTS = {"prefix_peft": ("prefix", {"sites": ("decoder",), "positions": "preceding"})}
 
 
 @pytest.mark.parametrize("name", GIN_METHODS)
@@ -23,12 +25,14 @@ def test_method_gin_file_builds_its_method(name, tmp_path):
     config = cli.build_config(loop.TrainConfig)
   finally:
     gin.clear_config()
-  assert isinstance(config.method, methods.METHODS[name]) and config.prompt is None
+  method_name, fields = VARIANTS.get(name, (name, {}))
+  assert isinstance(config.method, methods.METHODS[method_name]) and config.prompt is None
+  assert {k: getattr(config.method, k) for k in fields} == fields
   assert config.trainable_patterns == config.method.patterns(config.t5)
 
 
 def test_every_method_has_a_gin_file():
-  assert set(GIN_METHODS) == set(methods.METHODS)
+  assert {VARIANTS.get(name, (name,))[0] for name in GIN_METHODS} == set(methods.METHODS)
 
 
 def test_reproduce_lists_one_run_per_method_with_its_gin_file(tmp_path):
