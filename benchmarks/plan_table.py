@@ -39,7 +39,12 @@ def _row(size: str, topology: str, model: int, run: memory_plan.RunShape, compil
   cells = [size, topology, f"{topo.num_devices // model}x{model}", run.param_dtype, run.remat,
            str(run.num_microbatches), _gib(plan.total)]
   if compile_it:
-    train = compile_plan.compile_plan(SIZES[size], topology, run, part, steps=("train",)).steps[0]
+    try:
+      train = compile_plan.compile_plan(SIZES[size], topology, run, part, steps=("train",)).steps[0]
+    except Exception as e:  # noqa: BLE001  XLA:TPU refuses a program larger than the chip (RESOURCE_EXHAUSTED)
+      reason = str(e).strip().splitlines()[0][:160]
+      return "| " + " | ".join(cells + [f"XLA refused to compile: {reason}", "-", "-", "-",
+                                        "yes" if plan.fits else "no", _gib(plan.usable)]) + " |"
     cells += [_gib(train.arguments), _gib(train.temp), _gib(train.total),
               f"{100 * (plan.total / train.total - 1):+.1f}%", "yes" if train.total <= plan.usable else "no"]
   else:

@@ -47,6 +47,8 @@ def test_peft_adapter_on_hf_t5_gives_our_log_likelihoods(tmp_path):
   logp = torch.log_softmax(logits.float(), -1).numpy()
   targets = batch["decoder_target_tokens"]
   theirs = (np.take_along_axis(logp, targets[..., None], -1)[..., 0] * (targets > 0)).sum(-1)
+  print("PEFT prompt parity: ours", np.asarray(ours), "peft", theirs, "max abs diff",
+        np.abs(np.asarray(ours) - theirs).max())
   np.testing.assert_allclose(np.asarray(ours), theirs, rtol=1e-5)
   # And the prompt changes the score (the adapter is really applied).
   plain = decoding.score_candidates(t5.Transformer(CFG), params, batch["encoder_input_tokens"], candidates)[:, 0]

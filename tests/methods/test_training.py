@@ -31,6 +31,7 @@ METHODS = {
     "adapters": methods.Adapters(width=4),
     "bitfit": methods.BitFit(),
     "prefix": methods.PrefixTuning(length=3, hidden=8),
+    "prefix_peft": methods.PrefixTuning(length=3, hidden=8, sites=("decoder",), positions="preceding"),
     "said": methods.IntrinsicSAID(dim=16),
     "last_layers": methods.LastLayers(k=1),
     "layer_norm": methods.LayerNormScales(),
