@@ -54,12 +54,7 @@ def save_delta(directory: str | os.PathLike, method: base.DeltaMethod, config: T
 def load_delta(path: str | os.PathLike) -> tuple[base.DeltaMethod, dict[str, np.ndarray]]:
   """A `delta.safetensors` (or its folder) -> (method in its inference form, flat leaves)."""
   from prompt_tuning_jax.methods import METHODS  # the registry imports this module's siblings
-  path = _delta_file(path)
-  if not path.is_file():
-    raise FileNotFoundError(f"delta file not found: {path}")
-  with open(path, "rb") as f:
-    header_len = int.from_bytes(f.read(8), "little")
-    meta = json.loads(f.read(header_len)).get("__metadata__", {})
+  path, meta = _metadata(path)
   if meta.get("format") != FORMAT or meta.get("method") not in METHODS:
     raise ValueError(f"{path}: not a {FORMAT} file (metadata {meta}); methods are {sorted(METHODS)}")
   fields = json.loads(meta["config"])
@@ -72,9 +67,19 @@ def load_delta(path: str | os.PathLike) -> tuple[base.DeltaMethod, dict[str, np.
 
 def delta_backbone_shape(path: str | os.PathLike) -> dict[str, int]:
   """The backbone shape a `delta.safetensors` was trained on ({} for files written before it was recorded)."""
-  with open(_delta_file(path), "rb") as f:
-    meta = json.loads(f.read(int.from_bytes(f.read(8), "little"))).get("__metadata__", {})
+  _, meta = _metadata(path)
   return json.loads(meta["t5"]) if "t5" in meta else {}
+
+
+def _metadata(path: str | os.PathLike) -> tuple[Path, dict[str, str]]:
+  """(the file, its safetensors `__metadata__`), reading only the header."""
+  path = Path(path)
+  path = path / DELTA_FILE if path.is_dir() else path
+  if not path.is_file():
+    raise FileNotFoundError(f"delta file not found: {path}")
+  with open(path, "rb") as f:
+    header_len = int.from_bytes(f.read(8), "little")
+    return path, json.loads(f.read(header_len)).get("__metadata__", {})
 
 
 def check_backbone(path: str | os.PathLike, config: T5Config) -> None:
@@ -83,12 +88,7 @@ def check_backbone(path: str | os.PathLike, config: T5Config) -> None:
   wrong = {k: (v, getattr(config, k)) for k, v in recorded.items() if getattr(config, k, v) != v}
   if wrong:
     detail = ", ".join(f"{k}: delta {a}, model {b}" for k, (a, b) in sorted(wrong.items()))
-    raise ValueError(f"{_delta_file(path)}: the delta was trained on another backbone ({detail})")
-
-
-def _delta_file(path: str | os.PathLike) -> Path:
-  path = Path(path)
-  return path / DELTA_FILE if path.is_dir() else path
+    raise ValueError(f"{_metadata(path)[0]}: the delta was trained on another backbone ({detail})")
 
 
 def apply_delta(model: t5.Transformer, params: Any, path: str | os.PathLike) -> tuple[t5.Transformer, Any]:
