@@ -189,7 +189,7 @@ def t5_train_flops(cfg: Any, batch: int, enc_len: int, dec_len: int, *, trainabl
 def random_batch(vocab_size: int, batch: int, input_len: int, target_len: int, seed: int = 0) -> dict:
   """Random full-length token features [B, L] / [B, T] int32 with T5X's feature names.
 
-  Same layout as `prompt_tuning_jax.data.encdec_features` (decoder inputs are the targets
+  Same layout as `prompt_tuning_jax.text.data.encdec_features` (decoder inputs are the targets
   shifted right), written here because importing data.py pulls in TensorFlow (~0.7 GB of
   RSS), which would swamp the per-mode peak-RSS numbers.
   """

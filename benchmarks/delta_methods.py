@@ -75,7 +75,7 @@ def cost(args: argparse.Namespace, mode: str) -> dict:
 
   from prompt_tuning_jax import methods
   from prompt_tuning_jax.checkpoints import backbone
-  from prompt_tuning_jax.config import SIZES
+  from prompt_tuning_jax.model.config import SIZES
   from prompt_tuning_jax.prompt import initializers, wrapper
   from prompt_tuning_jax.trainer import optim, step
   cfg = SIZES[args.size]
@@ -125,7 +125,8 @@ SUPERGLUE_LENGTHS = {"inputs": 256, "targets": 4}
 def quality(args: argparse.Namespace, mode: str, model_dir: str, superglue_task: str | None = None) -> dict:
   """Best dev accuracy after `quality_steps` on the demo's taskless last-word task, or on a
   bundled SuperGLUE sample (`superglue_<task>_sample_taskless`)."""
-  from prompt_tuning_jax import data, demo
+  from prompt_tuning_jax import demo
+  from prompt_tuning_jax.text import data
   from prompt_tuning_jax.evaluators import task_evaluator
   from prompt_tuning_jax.evaluators.config import EvalConfig
   from prompt_tuning_jax.prompt import initializers
@@ -154,7 +155,9 @@ def majority_share(superglue_task: str) -> float:
   """Accuracy (%) of always answering the dev32 sample's most common label."""
   import collections
 
-  from prompt_tuning_jax import jsonl, tasks
+  from prompt_tuning_jax import tasks
+
+  from prompt_tuning_jax.text import jsonl
   from prompt_tuning_jax.tasks import sources
   rows = jsonl.read_jsonl(tasks.SAMPLES_DIR / sources.CONFIGS[superglue_task][1] / "dev32.jsonl")
   counts = collections.Counter(str(r["label"]) for _, r in rows)

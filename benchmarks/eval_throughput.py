@@ -36,9 +36,9 @@ import common  # noqa: F401  (puts the repo root on sys.path)
 import jax
 import numpy as np
 
-from prompt_tuning_jax import vocab as vocab_lib
+from prompt_tuning_jax.text import vocab as vocab_lib
 from prompt_tuning_jax.checkpoints import backbone
-from prompt_tuning_jax.config import SIZES
+from prompt_tuning_jax.model.config import SIZES
 from prompt_tuning_jax.evaluators import ensemble, predictor, task_evaluator
 from prompt_tuning_jax.prompt import wrapper
 

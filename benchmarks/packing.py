@@ -16,9 +16,9 @@ import numpy as np
 import seqio
 
 import prompt_tuning_jax.tasks as tasks  # noqa: F401  (registers the sample tasks)
-from prompt_tuning_jax import data as data_lib
+from prompt_tuning_jax.text import data as data_lib
 from prompt_tuning_jax.checkpoints import backbone
-from prompt_tuning_jax.config import SIZES
+from prompt_tuning_jax.model.config import SIZES
 from prompt_tuning_jax.prompt import PROMPT_PATTERN, wrapper
 from prompt_tuning_jax.trainer import optim
 from prompt_tuning_jax.trainer import step as step_lib

@@ -21,8 +21,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from prompt_tuning_jax import compile_plan, memory_plan, sharding  # noqa: E402
-from prompt_tuning_jax.config import SIZES  # noqa: E402
+from prompt_tuning_jax.parallel import compile_plan, memory_plan, sharding  # noqa: E402
+from prompt_tuning_jax.model.config import SIZES  # noqa: E402
 
 GIB = memory_plan.GIB
 MODEL_PARALLEL = {"small": 1, "base": 2, "large": 4, "xl": 8, "xxl": 16}  # capped at the slice's devices

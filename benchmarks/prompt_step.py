@@ -76,7 +76,7 @@ def _setup(args: argparse.Namespace, mode: str) -> Setup:
   import jax.numpy as jnp
 
   from prompt_tuning_jax.checkpoints import backbone
-  from prompt_tuning_jax.config import SIZES
+  from prompt_tuning_jax.model.config import SIZES
   from prompt_tuning_jax.prompt import initializers, wrapper
   from prompt_tuning_jax.trainer import optim, step
   if args.size not in SIZES:
@@ -206,7 +206,7 @@ def main() -> None:
     raise SystemExit(f"--modes has {bad}; expected a comma list of {MODES}")
   import matmul_ceiling
 
-  from prompt_tuning_jax.config import SIZES
+  from prompt_tuning_jax.model.config import SIZES
   cfg = SIZES[args.size]
   load_start = loadavg()
   ceiling = ({"gflops": args.ceiling_gflops, "gflop_per_cpu_s": float("nan")} if args.ceiling_gflops

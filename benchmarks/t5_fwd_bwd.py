@@ -23,7 +23,7 @@ def build(size: str, batch: int, input_len: int, target_len: int, seed: int, dty
   import jax
 
   from prompt_tuning_jax.checkpoints import backbone
-  from prompt_tuning_jax.config import SIZES
+  from prompt_tuning_jax.model.config import SIZES
   from prompt_tuning_jax.prompt import wrapper
   if size not in SIZES:
     raise ValueError(f"--size={size!r}; expected one of {sorted(SIZES)}")

@@ -16,8 +16,8 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from prompt_tuning_jax import data  # noqa: E402
-from prompt_tuning_jax.config import SIZES  # noqa: E402
+from prompt_tuning_jax.text import data  # noqa: E402
+from prompt_tuning_jax.model.config import SIZES  # noqa: E402
 from prompt_tuning_jax.prompt import initializers, wrapper  # noqa: E402
 from prompt_tuning_jax.trainer import loop  # noqa: E402
 

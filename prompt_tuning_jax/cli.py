@@ -189,7 +189,10 @@ def register_configurables() -> None:
   """
   if _CONFIGURABLES:
     return
-  from prompt_tuning_jax import config, data, memory_plan, methods, sharding  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax import methods  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.model import config
+  from prompt_tuning_jax.parallel import memory_plan, sharding
+  from prompt_tuning_jax.text import data
   from prompt_tuning_jax.evaluators import config as eval_config
   from prompt_tuning_jax.evaluators import scorer, task_evaluator
   from prompt_tuning_jax.prompt import initializers, wrapper

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from prompt_tuning_jax.checkpoints import hf, t5x
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.model.config import T5Config
 
 FORMATS = ("t5x", "hf")
 

@@ -21,9 +21,11 @@ import pathlib
 import time
 from typing import Sequence
 
-from prompt_tuning_jax import data, export, vocab
+from prompt_tuning_jax import export
+
+from prompt_tuning_jax.text import data, vocab
 from prompt_tuning_jax.checkpoints import backbone
-from prompt_tuning_jax.config import SIZES
+from prompt_tuning_jax.model.config import SIZES
 from prompt_tuning_jax.evaluators import task_evaluator
 from prompt_tuning_jax.evaluators.config import EvalConfig
 from prompt_tuning_jax.model import t5

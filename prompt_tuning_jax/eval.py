@@ -19,7 +19,9 @@ import dataclasses
 import json
 from typing import Any, Sequence
 
-from prompt_tuning_jax import cli, distributed
+from prompt_tuning_jax import cli
+
+from prompt_tuning_jax.parallel import distributed
 from prompt_tuning_jax.evaluators import driver, sharded
 from prompt_tuning_jax.evaluators.config import EvalConfig
 

@@ -19,7 +19,7 @@ import json
 from typing import Sequence
 
 from prompt_tuning_jax.checkpoints import fs
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.model.config import T5Config
 from prompt_tuning_jax.methods import files as delta_files
 from prompt_tuning_jax.prompt import files as prompt_files
 

@@ -21,8 +21,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from prompt_tuning_jax import cli, distributed, jsonl
-from prompt_tuning_jax import vocab as vocab_lib
+from prompt_tuning_jax import cli
+
+from prompt_tuning_jax.parallel import distributed
+
+from prompt_tuning_jax.text import jsonl
+from prompt_tuning_jax.text import vocab as vocab_lib
 from prompt_tuning_jax.evaluators import loading, predictor, sharded
 from prompt_tuning_jax.evaluators.config import EvalConfig
 

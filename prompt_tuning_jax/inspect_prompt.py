@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from prompt_tuning_jax import vocab as vocab_lib
+from prompt_tuning_jax.text import vocab as vocab_lib
 from prompt_tuning_jax.checkpoints import backbone, hf, t5x
 from prompt_tuning_jax.prompt import files as prompt_files
 

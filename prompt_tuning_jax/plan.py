@@ -17,8 +17,8 @@ import dataclasses
 import sys
 from typing import Any, Sequence
 
-from prompt_tuning_jax import memory_plan, sharding
-from prompt_tuning_jax.config import REMAT_POLICIES, SIZES, T5Config
+from prompt_tuning_jax.parallel import memory_plan, sharding
+from prompt_tuning_jax.model.config import REMAT_POLICIES, SIZES, T5Config
 
 _RUN_DEFAULTS = dict(num_partitions=1, parameter_partitioning_dims=1, batch_size=32, input_length=512,
                      target_length=8, prompt_length=100, mode="prompt", activation_dtype="bfloat16",
@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
   print(memory_plan.format_plan(plan, name, run))
   if args.compile:
-    from prompt_tuning_jax import compile_plan  # libtpu and the model: only when asked
+    from prompt_tuning_jax.parallel import compile_plan  # libtpu and the model: only when asked
     try:
       report = compile_plan.compile_plan(config, topology.name, run, partition)
     except ValueError as e:

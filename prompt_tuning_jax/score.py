@@ -14,7 +14,11 @@ import dataclasses
 import json
 from typing import Sequence
 
-from prompt_tuning_jax import cli, distributed, jsonl, vocab
+from prompt_tuning_jax import cli
+
+from prompt_tuning_jax.parallel import distributed
+
+from prompt_tuning_jax.text import jsonl, vocab
 from prompt_tuning_jax.evaluators import loading, scorer, sharded
 
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from prompt_tuning_jax import cli, distributed
+from prompt_tuning_jax import cli
+
+from prompt_tuning_jax.parallel import distributed
 from prompt_tuning_jax.trainer import loop
 
 

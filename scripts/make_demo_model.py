@@ -13,9 +13,9 @@ import os
 import shutil
 import tempfile
 
-from prompt_tuning_jax import data
+from prompt_tuning_jax.text import data
 from prompt_tuning_jax.checkpoints import t5x
-from prompt_tuning_jax.config import SIZES
+from prompt_tuning_jax.model.config import SIZES
 from prompt_tuning_jax.trainer import loop, optim, step
 
 

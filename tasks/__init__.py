@@ -21,7 +21,7 @@ from pathlib import Path
 import seqio
 
 import prompt_tuning_jax
-from prompt_tuning_jax import vocab as _vocab
+from prompt_tuning_jax.text import vocab as _vocab
 from prompt_tuning_jax.tasks import sources, superglue
 from prompt_tuning_jax.tasks.sources import (
   SuperGlueDataError,

@@ -16,7 +16,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from prompt_tuning_jax import vocab as vocab_lib
+from prompt_tuning_jax.text import vocab as vocab_lib
 
 WORDS = ("red blue green black white pink brown gold cat dog fish bird horse cow bear apple "
          "bread milk rice cake tea wine salt one two three four five six seven eight nine").split()

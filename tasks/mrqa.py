@@ -23,8 +23,8 @@ import seqio
 import tensorflow as tf
 
 import gin
-from prompt_tuning_jax import jsonl
-from prompt_tuning_jax import vocab as vocab_lib
+from prompt_tuning_jax.text import jsonl
+from prompt_tuning_jax.text import vocab as vocab_lib
 from prompt_tuning_jax.evaluators import superglue_metrics
 from prompt_tuning_jax.tasks import sources, superglue
 

@@ -33,7 +33,7 @@ import seqio
 import tensorflow as tf
 
 import gin
-from prompt_tuning_jax import jsonl
+from prompt_tuning_jax.text import jsonl
 
 ENV_DATA_DIR = "PTJ_SUPERGLUE_DIR"
 ENV_TFDS_DATA_DIR = "PTJ_TFDS_DATA_DIR"

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import gin
-from prompt_tuning_jax import cli, score, train, vocab
+from prompt_tuning_jax import cli, score, train
+from prompt_tuning_jax.text import vocab
 from prompt_tuning_jax.checkpoints import backbone, hf
-from prompt_tuning_jax.config import SIZES
+from prompt_tuning_jax.model.config import SIZES
 
 FIXTURE = "tests/testdata/t5x_checkpoints/test_t5_tiny.checkpoint_0"
 

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
-from prompt_tuning_jax import compile_plan, memory_plan, plan, sharding
-from prompt_tuning_jax.config import SIZES
+from prompt_tuning_jax import plan
+
+from prompt_tuning_jax.parallel import compile_plan, memory_plan, sharding
+from prompt_tuning_jax.model.config import SIZES
 
 TINY = SIZES["tiny_inline"]
 RUN = memory_plan.RunShape(batch_size=8, input_length=16, target_length=4, prompt_length=3)

@@ -5,7 +5,7 @@ import itertools
 
 import numpy as np
 
-from prompt_tuning_jax import data
+from prompt_tuning_jax.text import data
 
 CFG = data.DataConfig("superglue_rte_sample_taskless", "prompt_tuning_jax.tasks", {"inputs": 32, "targets": 4},
                       batch_size=8)

@@ -12,14 +12,14 @@ import time
 
 import pytest
 
-from prompt_tuning_jax import distributed
+from prompt_tuning_jax.parallel import distributed
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 WORKER = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from prompt_tuning_jax import distributed, sharding
+    from prompt_tuning_jax.parallel import distributed, sharding
     pid, port = int(sys.argv[1]), sys.argv[2]
     assert distributed.initialize(f"127.0.0.1:{port}", 2, pid)
     assert distributed.initialize(f"127.0.0.1:{port}", 2, pid)  # idempotent
@@ -182,7 +182,7 @@ def test_cluster_and_timeout_flags_are_checked():
 def test_timeout_flag_reaches_jax():
   """A lone process 1 of 2 gives up after --distributed_timeout_s (jax aborts it with
   DEADLINE_EXCEEDED) instead of waiting jax's default 5 minutes."""
-  code = f"from prompt_tuning_jax import distributed; distributed.initialize('127.0.0.1:{_free_port()}', 2, 1, timeout_s=3)"
+  code = f"from prompt_tuning_jax.parallel import distributed; distributed.initialize('127.0.0.1:{_free_port()}', 2, 1, timeout_s=3)"
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="0")
   t = time.time()
   out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)

@@ -5,9 +5,11 @@ import peft
 import pytest
 import torch
 
-from prompt_tuning_jax import data, export, vocab
+from prompt_tuning_jax import export
+
+from prompt_tuning_jax.text import data, vocab
 from prompt_tuning_jax.checkpoints import hf
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.model.config import T5Config
 from prompt_tuning_jax.model import decoding, t5
 from prompt_tuning_jax.prompt import files as prompt_files
 from prompt_tuning_jax.prompt import wrapper
@@ -71,7 +73,7 @@ def test_released_prompt_loads_onto_a_base_shaped_model(testdata):
   """The original release's RTE prompt [100, 768] fits a Base-shaped prompted model."""
   import flax.linen as nn
 
-  from prompt_tuning_jax.config import SIZES
+  from prompt_tuning_jax.model.config import SIZES
   prompt = prompt_files.load_prompt(str(testdata / "released_prompts/t5_1_1_lm100k_base/rte.npy"))
   model = wrapper.make_model(SIZES["base"], wrapper.PromptConfig(length=100))
   shapes = nn.unbox(jax.eval_shape(lambda r: model.init(r, *(np.ones((1, 2), np.int32),) * 3)["params"],

@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from prompt_tuning_jax import inspect_prompt, vocab
+from prompt_tuning_jax import inspect_prompt
+
+from prompt_tuning_jax.text import vocab
 from prompt_tuning_jax.demo import DEMO_CHECKPOINT
 from prompt_tuning_jax.prompt import files as prompt_files
 

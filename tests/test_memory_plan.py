@@ -10,8 +10,10 @@ import pytest
 # Private, but the only API that lists what jax.vjp keeps; pinned jax (0.10.2).
 from jax._src.ad_checkpoint import saved_residuals
 
-from prompt_tuning_jax import memory_plan, plan, sharding
-from prompt_tuning_jax.config import SIZES, T5Config
+from prompt_tuning_jax import plan
+
+from prompt_tuning_jax.parallel import memory_plan, sharding
+from prompt_tuning_jax.model.config import SIZES, T5Config
 from prompt_tuning_jax.prompt import wrapper
 
 GIB = 1024 ** 3

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from prompt_tuning_jax import sharding
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.parallel import sharding
+from prompt_tuning_jax.model.config import T5Config
 from prompt_tuning_jax.model import t5
 
 # Every sharded dim divides by 8: V=64, d=16, H*k=8*2=16, f=32, heads=8.

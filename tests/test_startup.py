@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from prompt_tuning_jax import quiet
+from prompt_tuning_jax.text import quiet
 from prompt_tuning_jax.prompt import files as prompt_files
 
 COMMANDS = ("train", "eval", "infer", "score", "export", "convert", "plan", "reproduce", "demo")
@@ -55,7 +55,7 @@ def test_every_command_help_exits_zero_without_tensorflow_or_seqio():
 
 
 def test_filtered_stderr_drops_only_the_startup_lines():
-  code = ("import os, sys\nfrom prompt_tuning_jax import quiet\nwith quiet.filtered_stderr():\n"
+  code = ("import os, sys\nfrom prompt_tuning_jax.text import quiet\nwith quiet.filtered_stderr():\n"
           "  os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n')\n"
           "  os.write(2, b'I0000 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.\\n')\n"
           "  os.write(2, b'E0000 some_op.cc:1] a real error\\n')\n"
@@ -67,7 +67,7 @@ def test_filtered_stderr_drops_only_the_startup_lines():
 
 @pytest.mark.slow
 def test_tensorflow_and_seqio_import_quietly_and_keep_off_the_gpu():
-  code = ("import sys\nfrom prompt_tuning_jax import quiet\nseqio = quiet.import_seqio()\ntf = sys.modules['tensorflow']\n"
+  code = ("import sys\nfrom prompt_tuning_jax.text import quiet\nseqio = quiet.import_seqio()\ntf = sys.modules['tensorflow']\n"
           "print(tf.config.get_visible_devices('GPU'), 'seqio' in sys.modules)\n")
   r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=300)
   assert r.returncode == 0, r.stderr

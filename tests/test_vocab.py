@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import sentencepiece as spm
 
-from prompt_tuning_jax import vocab as vocab_lib
+from prompt_tuning_jax.text import vocab as vocab_lib
 
 LABELS = ["entailment", "not_entailment", "True", "False"]
 

@@ -17,9 +17,9 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from prompt_tuning_jax import sharding
+from prompt_tuning_jax.parallel import sharding
 from prompt_tuning_jax.checkpoints import hf, t5x, validation
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.model.config import T5Config
 from prompt_tuning_jax.model import t5
 
 RANDOM_PREFIX = "random:"

@@ -25,7 +25,7 @@ from prompt_tuning_jax.checkpoints.validation import (
   param_shapes,
   validate_params,
 )
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.model.config import T5Config
 
 # Keys HF checkpoints may carry that duplicate another weight (tied embeddings, an
 # unused cross-attention bias some old exports hold).

@@ -21,10 +21,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
-from prompt_tuning_jax import distributed
+from prompt_tuning_jax.parallel import distributed
 from prompt_tuning_jax.checkpoints import checksums, fs
 from prompt_tuning_jax.checkpoints.validation import CheckpointCorruptError
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.model.config import T5Config
 
 _TMP_MARK = ".orbax-checkpoint-tmp"
 

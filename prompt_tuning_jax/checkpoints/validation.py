@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from prompt_tuning_jax.checkpoints import tree
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.model.config import T5Config
 
 _MAX_LISTED = 40
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Sequence
 
-from prompt_tuning_jax import data, sharding
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.parallel import sharding
+
+from prompt_tuning_jax.text import data
+from prompt_tuning_jax.model.config import T5Config
 from prompt_tuning_jax.evaluators.predictor import check_mode
 from prompt_tuning_jax.prompt import wrapper
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
-from prompt_tuning_jax import data, quiet
+from prompt_tuning_jax.text import data, quiet
 from prompt_tuning_jax.evaluators import ensemble, loading, sharded, task_evaluator
 from prompt_tuning_jax.evaluators.config import EvalConfig
 

@@ -19,8 +19,10 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 
-from prompt_tuning_jax import data, distributed
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.parallel import distributed
+
+from prompt_tuning_jax.text import data
+from prompt_tuning_jax.model.config import T5Config
 from prompt_tuning_jax.evaluators import predictor, sharded, task_evaluator
 from prompt_tuning_jax.evaluators.config import EvalConfig
 from prompt_tuning_jax.model import t5

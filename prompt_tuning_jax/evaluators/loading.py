@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.model.config import T5Config
 from prompt_tuning_jax.evaluators import ensemble, sharded
 from prompt_tuning_jax.evaluators.config import ModelConfig
 from prompt_tuning_jax.model import t5

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 import jax
 import numpy as np
 
-from prompt_tuning_jax import sharding
+from prompt_tuning_jax.parallel import sharding
 from prompt_tuning_jax.evaluators import sharded
 from prompt_tuning_jax.model import decoding, t5
 

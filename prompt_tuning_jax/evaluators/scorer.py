@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
-from prompt_tuning_jax import sharding
-from prompt_tuning_jax import vocab as vocab_lib
+from prompt_tuning_jax.parallel import sharding
+from prompt_tuning_jax.text import vocab as vocab_lib
 from prompt_tuning_jax.evaluators import sharded
 from prompt_tuning_jax.evaluators.config import ModelConfig
 from prompt_tuning_jax.model import decoding, t5

@@ -17,9 +17,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from prompt_tuning_jax import distributed, sharding
+from prompt_tuning_jax.parallel import distributed, sharding
 from prompt_tuning_jax.checkpoints import backbone
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.model.config import T5Config
 from prompt_tuning_jax.model import t5
 
 

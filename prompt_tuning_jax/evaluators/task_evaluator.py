@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 import jax
 import numpy as np
 
-from prompt_tuning_jax import data, distributed, quiet, sharding
-from prompt_tuning_jax import vocab as vocab_lib
+from prompt_tuning_jax.parallel import distributed, sharding
+
+from prompt_tuning_jax.text import data, quiet
+from prompt_tuning_jax.text import vocab as vocab_lib
 from prompt_tuning_jax.checkpoints import fs
 from prompt_tuning_jax.evaluators import sharded, submission
 from prompt_tuning_jax.evaluators.config import EvalConfig

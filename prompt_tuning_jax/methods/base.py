@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.model.config import T5Config
 from prompt_tuning_jax.model import layers, t5
 from prompt_tuning_jax.prompt import PROMPT_PATTERN, wrapper
 

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import numpy as np
 
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.model.config import T5Config
 from prompt_tuning_jax.methods import base
 from prompt_tuning_jax.model import layers
 

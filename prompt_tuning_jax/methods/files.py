@@ -23,7 +23,7 @@ import safetensors.numpy
 from flax import traverse_util
 
 from prompt_tuning_jax.checkpoints import fs, hf
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.model.config import T5Config
 from prompt_tuning_jax.methods import base
 from prompt_tuning_jax.methods.lora import LoRA
 from prompt_tuning_jax.methods.prefix import PrefixTuning

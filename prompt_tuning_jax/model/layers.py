@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.model.config import T5Config
 
 Array = jax.Array
 NEG_INF = -1e10  # attention bias for masked keys (finite, so fully masked rows stay finite)

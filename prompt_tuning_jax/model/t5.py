@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.model.config import T5Config
 from prompt_tuning_jax.model import layers
 
 Array = jax.Array

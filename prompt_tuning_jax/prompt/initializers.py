@@ -276,6 +276,6 @@ def from_t5x_checkpoint(path: str | Path,
 def class_label_words(labels: Sequence[str], fallback: Initializer | None = None,
                       vocabulary_path: str | None = None) -> Initializer:
   """Class-label init from label strings, tokenized with the model's SentencePiece."""
-  from prompt_tuning_jax import vocab  # pylint: disable=g-import-not-at-top  (SentencePiece/SeqIO)
+  from prompt_tuning_jax.text import vocab  # pylint: disable=g-import-not-at-top  (SentencePiece/SeqIO)
   ids = vocab.label_token_ids(vocab.load_vocabulary(vocabulary_path), list(labels))
   return class_labels(ids, fallback=fallback)

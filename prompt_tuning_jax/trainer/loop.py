@@ -17,9 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from prompt_tuning_jax import data, distributed, methods, sharding
+from prompt_tuning_jax import methods
+
+from prompt_tuning_jax.parallel import distributed, sharding
+
+from prompt_tuning_jax.text import data
 from prompt_tuning_jax.checkpoints import backbone, fs, t5x, train_state
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.model.config import T5Config
 from prompt_tuning_jax.methods import files as delta_files
 from prompt_tuning_jax.prompt import PROMPT_PATH, initializers, wrapper
 from prompt_tuning_jax.prompt import files as prompt_files

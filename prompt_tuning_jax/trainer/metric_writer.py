@@ -31,7 +31,7 @@ class MetricsWriter:
     if enabled and self._remote and fs.exists(self.path):  # a resumed run keeps its history
       self._lines = fs.read_text(self.path).splitlines(keepends=True)
     if enabled and tensorboard:
-      from prompt_tuning_jax import quiet  # pylint: disable=g-import-not-at-top
+      from prompt_tuning_jax.text import quiet  # pylint: disable=g-import-not-at-top
       quiet.import_tensorflow()  # the summary writer underneath is TensorFlow's
       from clu import metric_writers  # pylint: disable=g-import-not-at-top
       self._staging = tempfile.mkdtemp(prefix="ptj-tb-") if self._remote else None

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from prompt_tuning_jax.checkpoints import backbone, fs, train_state
-from prompt_tuning_jax.config import SIZES
+from prompt_tuning_jax.model.config import SIZES
 from prompt_tuning_jax.prompt import files as prompt_files
 from prompt_tuning_jax.trainer import metric_writer
 

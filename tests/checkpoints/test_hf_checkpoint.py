@@ -14,7 +14,7 @@ from prompt_tuning_jax.checkpoints.validation import (
   CheckpointMismatchError,
   param_shapes,
 )
-from prompt_tuning_jax.config import SIZES, T5Config
+from prompt_tuning_jax.model.config import SIZES, T5Config
 
 T5_1_0_TINY = T5Config(vocab_size=50, emb_dim=6, num_heads=2, head_dim=4, mlp_dim=10, num_encoder_layers=2,
                        num_decoder_layers=1, mlp_activations=("relu",), logits_via_embedding=True,

@@ -18,7 +18,7 @@ from prompt_tuning_jax.checkpoints.t5x import (
   CheckpointCorruptError,
   CheckpointMismatchError,
 )
-from prompt_tuning_jax.config import SIZES, T5Config
+from prompt_tuning_jax.model.config import SIZES, T5Config
 
 
 @pytest.fixture

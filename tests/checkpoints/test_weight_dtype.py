@@ -11,9 +11,11 @@ import ml_dtypes
 import numpy as np
 from flax import traverse_util
 
-from prompt_tuning_jax import data, sharding
+from prompt_tuning_jax.parallel import sharding
+
+from prompt_tuning_jax.text import data
 from prompt_tuning_jax.checkpoints import backbone, t5x
-from prompt_tuning_jax.config import SIZES
+from prompt_tuning_jax.model.config import SIZES
 from prompt_tuning_jax.model import t5
 from prompt_tuning_jax.prompt import wrapper
 from prompt_tuning_jax.trainer import loop

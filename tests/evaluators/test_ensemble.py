@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prompt_tuning_jax import data
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.text import data
+from prompt_tuning_jax.model.config import T5Config
 from prompt_tuning_jax.evaluators import ensemble, predictor
 from prompt_tuning_jax.evaluators.config import EvalConfig
 from prompt_tuning_jax.prompt import wrapper

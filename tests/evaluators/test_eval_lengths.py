@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from prompt_tuning_jax import data
+from prompt_tuning_jax.text import data
 from prompt_tuning_jax.evaluators import predictor, task_evaluator
 from prompt_tuning_jax.tasks import SAMPLES_DIR, get_vocabulary
 

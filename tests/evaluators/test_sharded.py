@@ -7,11 +7,11 @@ import jax
 import numpy as np
 import pytest
 
-from prompt_tuning_jax import sharding
+from prompt_tuning_jax.parallel import sharding
 from prompt_tuning_jax.checkpoints import backbone
-from prompt_tuning_jax.config import SIZES
+from prompt_tuning_jax.model.config import SIZES
 from prompt_tuning_jax.evaluators import ensemble, predictor, scorer, sharded
-from prompt_tuning_jax.vocab import load_vocabulary
+from prompt_tuning_jax.text.vocab import load_vocabulary
 
 CKPT = "tests/testdata/t5x_checkpoints/test_t5_tiny.checkpoint_0"
 CFG = dataclasses.replace(SIZES["tiny_inline"], dtype="float32")  # the fixture's shape

@@ -12,7 +12,7 @@ import safetensors.numpy
 from cases import Loaded, Refused, _flip_inside, case
 
 from prompt_tuning_jax.checkpoints import hf, train_state, tree, validation
-from prompt_tuning_jax.config import SIZES
+from prompt_tuning_jax.model.config import SIZES
 
 HF_CFG = SIZES["tiny_inline"].replace(vocab_size=64)
 

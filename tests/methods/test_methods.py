@@ -20,7 +20,7 @@ from flax import traverse_util
 
 from prompt_tuning_jax import methods
 from prompt_tuning_jax.checkpoints import hf, t5x
-from prompt_tuning_jax.config import SIZES
+from prompt_tuning_jax.model.config import SIZES
 from prompt_tuning_jax.methods import files as delta_files
 from prompt_tuning_jax.methods import said
 from prompt_tuning_jax.model import decoding, t5

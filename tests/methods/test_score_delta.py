@@ -9,9 +9,10 @@ import torch
 from flax import traverse_util
 
 import gin
-from prompt_tuning_jax import methods, score, vocab
+from prompt_tuning_jax import methods, score
+from prompt_tuning_jax.text import vocab
 from prompt_tuning_jax.checkpoints import backbone, hf
-from prompt_tuning_jax.config import SIZES
+from prompt_tuning_jax.model.config import SIZES
 from prompt_tuning_jax.methods import files as delta_files
 
 FIXTURE = pathlib.Path(__file__).parents[1] / "testdata/t5x_checkpoints/test_t5_tiny.checkpoint_0"

@@ -19,9 +19,11 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from prompt_tuning_jax import data, methods
+from prompt_tuning_jax import methods
+
+from prompt_tuning_jax.text import data
 from prompt_tuning_jax.checkpoints import t5x
-from prompt_tuning_jax.config import SIZES
+from prompt_tuning_jax.model.config import SIZES
 from prompt_tuning_jax.methods import files as delta_files
 from prompt_tuning_jax.trainer import loop, optim
 

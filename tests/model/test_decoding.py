@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.model.config import T5Config
 from prompt_tuning_jax.model import decoding
 from prompt_tuning_jax.prompt import wrapper
 

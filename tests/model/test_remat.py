@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from prompt_tuning_jax import config
+from prompt_tuning_jax.model import config
 from prompt_tuning_jax.model import losses, t5
 
 CFG = config.T5Config(vocab_size=50, emb_dim=16, num_heads=4, head_dim=4, mlp_dim=24, num_encoder_layers=2,

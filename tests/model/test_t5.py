@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from prompt_tuning_jax import config
+from prompt_tuning_jax.model import config
 from prompt_tuning_jax.checkpoints import backbone, hf, t5x
 from prompt_tuning_jax.model import decoding, t5
 from prompt_tuning_jax.prompt import wrapper

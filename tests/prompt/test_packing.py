@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prompt_tuning_jax import data
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.text import data
+from prompt_tuning_jax.model.config import T5Config
 from prompt_tuning_jax.model import losses, t5
 from prompt_tuning_jax.prompt import wrapper
 

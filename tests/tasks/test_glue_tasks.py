@@ -5,7 +5,7 @@ import dataclasses
 import seqio
 import tensorflow as tf
 
-from prompt_tuning_jax import data
+from prompt_tuning_jax.text import data
 from prompt_tuning_jax.evaluators import task_evaluator
 from prompt_tuning_jax.tasks import glue
 

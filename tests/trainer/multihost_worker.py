@@ -20,7 +20,7 @@ def main(argv: list[str]) -> None:
   if len(argv) != 8:
     raise SystemExit(__doc__)
   pid, nproc, port, model_dir, steps, period, partitions = argv[1:]
-  from prompt_tuning_jax import distributed
+  from prompt_tuning_jax.parallel import distributed
   if not distributed.initialize(f"127.0.0.1:{port}", int(nproc), int(pid)):
     raise SystemExit("distributed.initialize returned False")
   import jax
@@ -28,7 +28,7 @@ def main(argv: list[str]) -> None:
   sys.path.insert(0, str(pathlib.Path(__file__).parent))
   from test_loop import tiny_config
 
-  from prompt_tuning_jax import sharding
+  from prompt_tuning_jax.parallel import sharding
   from prompt_tuning_jax.prompt import wrapper
   from prompt_tuning_jax.trainer import loop
   cfg = tiny_config(model_dir, train_steps=int(steps), checkpoint_period=int(period),

@@ -11,7 +11,7 @@ import pytest
 from test_loop import tiny_config
 from test_sharded_step import _setup
 
-from prompt_tuning_jax import sharding
+from prompt_tuning_jax.parallel import sharding
 from prompt_tuning_jax.prompt import PROMPT_PATTERN
 from prompt_tuning_jax.trainer import loop, optim
 from prompt_tuning_jax.trainer import step as step_lib

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from prompt_tuning_jax import data
+from prompt_tuning_jax.text import data
 from prompt_tuning_jax.checkpoints import t5x, train_state, validation
-from prompt_tuning_jax.config import SIZES
+from prompt_tuning_jax.model.config import SIZES
 from prompt_tuning_jax.model import t5
 from prompt_tuning_jax.prompt import PROMPT_PATTERN, initializers, wrapper
 from prompt_tuning_jax.trainer import loop, optim
@@ -70,7 +70,7 @@ def test_frozen_weights_stay_bit_identical_to_the_checkpoint(tmp_path):
 
 
 def _one_batch(cfg):
-  from prompt_tuning_jax import sharding
+  from prompt_tuning_jax.parallel import sharding
   run_mesh = sharding.make_mesh(cfg.partition)
   return sharding.make_global_batch(next(data.train_batches(cfg.data)), run_mesh, cfg.data.batch_size)
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from test_loop import tiny_config
 
-from prompt_tuning_jax import data
+from prompt_tuning_jax.text import data
 from prompt_tuning_jax.prompt import wrapper
 from prompt_tuning_jax.trainer import loop
 

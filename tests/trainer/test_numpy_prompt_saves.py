@@ -6,8 +6,8 @@ import pathlib
 
 import numpy as np
 
-from prompt_tuning_jax import data
-from prompt_tuning_jax.config import SIZES
+from prompt_tuning_jax.text import data
+from prompt_tuning_jax.model.config import SIZES
 from prompt_tuning_jax.prompt import files as prompt_files
 from prompt_tuning_jax.prompt import initializers, wrapper
 from prompt_tuning_jax.trainer import loop

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from prompt_tuning_jax import config
+from prompt_tuning_jax.model import config
 from prompt_tuning_jax.checkpoints import backbone, t5x
 from prompt_tuning_jax.trainer import optim
 from prompt_tuning_jax.trainer.loop import _checkpoint_optimizer_state

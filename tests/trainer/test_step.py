@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prompt_tuning_jax import data
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.text import data
+from prompt_tuning_jax.model.config import T5Config
 from prompt_tuning_jax.prompt import PROMPT_PATTERN, wrapper
 from prompt_tuning_jax.trainer import optim
 from prompt_tuning_jax.trainer import step as step_lib

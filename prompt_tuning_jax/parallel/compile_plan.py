@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_tuning_jax import memory_plan, sharding
-from prompt_tuning_jax.config import T5Config
+from prompt_tuning_jax.parallel import memory_plan, sharding
+from prompt_tuning_jax.model.config import T5Config
 from prompt_tuning_jax.model import decoding
 from prompt_tuning_jax.prompt import PROMPT_PATTERN, wrapper
 from prompt_tuning_jax.trainer import loop, optim

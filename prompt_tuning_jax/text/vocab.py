@@ -19,7 +19,7 @@ DEFAULT_EXTRA_IDS = 100
 
 def default_vocabulary_path() -> Path:
   """The bundled T5 SentencePiece model (`cc_all.32000` pieces, pad 0, eos 1)."""
-  return Path(__file__).parent / "assets" / "t5_vocab" / "spiece.model"
+  return Path(__file__).parent.parent / "assets" / "t5_vocab" / "spiece.model"
 
 
 def load_vocabulary(path: str | Path | None = None,
@@ -33,7 +33,7 @@ def load_vocabulary(path: str | Path | None = None,
   path = Path(path) if path is not None else default_vocabulary_path()
   if not path.is_file():
     raise FileNotFoundError(f"SentencePiece model not found: {path}")
-  from prompt_tuning_jax import quiet  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.text import quiet  # pylint: disable=g-import-not-at-top
   return quiet.import_seqio().SentencePieceVocabulary(str(path), extra_ids=extra_ids)
 
 

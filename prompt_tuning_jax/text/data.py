@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Iterator, Mapping
 
 import numpy as np
 
-from prompt_tuning_jax import quiet
+from prompt_tuning_jax.text import quiet
 
 if TYPE_CHECKING:  # imported where a dataset is built (quiet.import_seqio): TensorFlow takes seconds
   import seqio

@@ -22,8 +22,8 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from prompt_tuning_jax import sharding
-from prompt_tuning_jax.config import REMAT_POLICIES, T5Config
+from prompt_tuning_jax.parallel import sharding
+from prompt_tuning_jax.model.config import REMAT_POLICIES, T5Config
 from prompt_tuning_jax.model import t5
 from prompt_tuning_jax.prompt import PROMPT_PATTERN, PROMPT_VARIABLE
 

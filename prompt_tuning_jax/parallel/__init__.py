@@ -1,0 +1,1 @@
+"""Meshes and partitioning rules, multi-host start-up, and the memory plans of both."""

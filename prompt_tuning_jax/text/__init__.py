@@ -1,0 +1,1 @@
+"""What goes in: SeqIO batches, the vocabulary, JSONL reading, late and quiet TensorFlow imports."""
