@@ -37,6 +37,10 @@ class DamagedCheckpointError(CheckpointCorruptError):
   """A training checkpoint step cannot be read back (names its directory)."""
 
 
+class NonFiniteStateError(DamagedCheckpointError):
+  """A train state holds NaN or Inf: never saved, and refused (as damage) when loaded."""
+
+
 def backbone_fingerprint(cfg: T5Config, embedding: Any) -> str:
   """Hash of the config and of 64 spread-out embedding rows (cheap even when sharded)."""
   rows = np.linspace(0, embedding.shape[0] - 1, num=min(64, embedding.shape[0])).astype(np.int64)
@@ -60,15 +64,18 @@ class TrainCheckpointer:
   Each save records a sha256 per state array in its metadata. Restoring walks from the
   newest step down: a damaged step (missing or unreadable item, bad metadata, checksum
   mismatch) is named in a warning and the next older step is tried; once an intact one
-  is found the damaged ones are moved aside as `<step>.damaged-<time>`. Temporary directories of an interrupted save are removed when the
-  checkpointer starts and when a save fails (e.g. a full disk).
+  is found the damaged ones are moved aside by `tidy` as `<step>.damaged-<time>`. A step
+  holding NaN/Inf counts as damaged; a non-finite state is never saved. Nothing is changed on
+  disk until `tidy` (called once every resume check has passed, under the run lock), which
+  also removes the temporary directories of an interrupted save; a failed save (e.g. a
+  full disk) removes its own.
   """
 
   def __init__(self, model_dir: str, *, keep: int, fingerprint: dict[str, Any]):
     self.directory = fs.join(fs.abspath(model_dir), "train_state")  # local or gs://
     self.fingerprint = fingerprint
     self._keep = keep
-    self._remove_tmp()
+    self._damaged: list[str] = []  # found by restore, moved aside by tidy
     self._manager = self._new_manager()
 
   def _new_manager(self) -> ocp.CheckpointManager:
@@ -80,7 +87,12 @@ class TrainCheckpointer:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
-    meta = dict(meta, fingerprint=self.fingerprint, checksums=state_checksums(state))
+    leaves = _host_leaves(state)
+    bad = nonfinite_keys(leaves)
+    if bad:  # the step never commits such a state; this is the last line of defence
+      raise NonFiniteStateError(f"refusing to save training checkpoint step {step} under {self.directory}: "
+                                f"{bad} hold NaN or Inf")
+    meta = dict(meta, fingerprint=self.fingerprint, checksums={k: checksums.digest(v) for k, v in leaves.items()})
     before = set(threading.enumerate())
     try:
       self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -118,8 +130,7 @@ class TrainCheckpointer:
         logging.warning("training checkpoint %s is damaged (%s: %s); falling back to an older step",
                         where, type(e).__name__, e)
         continue
-      for where in damaged:  # out of the way of this run's next saves, kept for inspection
-        self._move_aside(where)
+      self._damaged = damaged  # moved aside by tidy(), once every check has passed
       return restored
     if damaged:
       raise DamagedCheckpointError(f"every training checkpoint under {self.directory} is damaged "
@@ -134,14 +145,25 @@ class TrainCheckpointer:
     self._check(meta, step)
     target = jax.tree.map(_abstract, abstract_state)
     restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+    leaves = _host_leaves(restored["state"])
     recorded = meta.get("checksums")
     if recorded is not None:
-      found = state_checksums(restored["state"])
-      bad = sorted(k for k in found if k in recorded and found[k] != recorded[k])
+      bad = sorted(k for k, v in leaves.items() if k in recorded and checksums.digest(v) != recorded[k])
       if bad:
         raise checksums.ChecksumError(f"arrays {bad} do not match the checksums recorded when step {step} was "
                                       "saved")
+    bad = nonfinite_keys(leaves)
+    if bad:
+      raise NonFiniteStateError(f"step {step} holds NaN or Inf in {bad}")
     return restored["state"], meta
+
+  def tidy(self) -> None:
+    """The changes resuming implies, made once every check passed: damaged steps found by
+    `restore` moved aside (kept for inspection), leftover temporary directories removed."""
+    for where in self._damaged:
+      self._move_aside(where)
+    self._damaged = []
+    self._remove_tmp()
 
   def _move_aside(self, where: str) -> None:
     if distributed.is_primary():
@@ -176,16 +198,26 @@ def _join_new_threads(before: set[threading.Thread], timeout_s: float = 60.0) ->
       thread.join(timeout=max(0.0, deadline - time.time()))
 
 
-def state_checksums(state: Any) -> dict[str, str]:
-  """{key path: sha256} of every state array this host can see whole (all of them on one
-  host; sharded arrays on a multi-host mesh are left to orbax)."""
+def _host_leaves(state: Any) -> dict[str, np.ndarray]:
+  """{key path: host array} of every state array this host can see whole (all of them on
+  one host; sharded arrays on a multi-host mesh are left to orbax)."""
   out = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
     if isinstance(leaf, jax.Array) and not (leaf.is_fully_addressable or leaf.is_fully_replicated):
       continue
     value = leaf.addressable_data(0) if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable else leaf
-    out[jax.tree_util.keystr(path)] = checksums.digest(np.asarray(jax.device_get(value)))
+    out[jax.tree_util.keystr(path)] = np.asarray(jax.device_get(value))
   return out
+
+
+def state_checksums(state: Any) -> dict[str, str]:
+  """{key path: sha256} of every state array this host can see whole."""
+  return {k: checksums.digest(v) for k, v in _host_leaves(state).items()}
+
+
+def nonfinite_keys(leaves: dict[str, np.ndarray]) -> list[str]:
+  """The key paths whose floating-point values include NaN or Inf."""
+  return sorted(k for k, v in leaves.items() if jax.numpy.issubdtype(v.dtype, jax.numpy.inexact) and not np.isfinite(v).all())
 
 
 def _abstract(x: Any) -> Any:

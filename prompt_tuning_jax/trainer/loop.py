@@ -27,14 +27,15 @@ from prompt_tuning_jax.model.config import T5Config
 from prompt_tuning_jax.methods import files as delta_files
 from prompt_tuning_jax.prompt import PROMPT_PATH, initializers, wrapper
 from prompt_tuning_jax.prompt import files as prompt_files
-from prompt_tuning_jax.trainer import metric_writer, optim, preemption
+from prompt_tuning_jax.trainer import metric_writer, optim, preemption, run_lock
 from prompt_tuning_jax.trainer import step as step_lib
 
 Evaluator = Callable[[Any, int], dict[str, float]]  # (full params, step) -> metrics
 
 
 class NonFiniteError(FloatingPointError):
-  """The loss or gradient norm of a step was NaN or Inf; the run stopped unsaved."""
+  """A step's update was not finite (a logged metric, the new params or optimizer state):
+  the run stopped with nothing non-finite saved, or, under 'skip', trained nothing at all."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +76,9 @@ class TrainConfig:
   evaluator: Callable[["TrainConfig", Any], Evaluator] | None = None  # built once, called per eval
   seed: int = 0
   progress_bar: bool = True
-  # A NaN/Inf loss or gradient norm: "stop" (raise NonFiniteError, keep the last good
-  # checkpoint, save nothing) or "skip" (drop that update, record it, go on).
+  # An update with NaN/Inf anywhere (loss, a norm, the new params or optimizer state; it is
+  # never applied): "stop" (raise NonFiniteError, keep the last good checkpoint, save nothing)
+  # or "skip" (drop that update, record its step, go on; fail at the end if every step was).
   on_nonfinite: str = "stop"
   # Model tuning as the paper: start Adafactor from the checkpoint's second moments where it
   # has them (T5X checkpoints; HF folders and random weights carry none).
@@ -173,7 +175,8 @@ class _Run:
                    "trainable": json.dumps(train_state.trainable_signature(trainable))}
     self.checkpointer = train_state.TrainCheckpointer(cfg.model_dir, keep=cfg.keep_checkpoints,
                                                         fingerprint=fingerprint)
-    self.meta: dict[str, Any] = {"best": None, "evals_without_improvement": 0, "history": []}
+    self.meta: dict[str, Any] = {"best": None, "evals_without_improvement": 0, "history": [],
+                                 "skipped_steps": []}
     self.evaluate = cfg.evaluator(cfg, self.model) if cfg.evaluator is not None else None
 
   def full_params(self) -> dict:
@@ -183,7 +186,8 @@ class _Run:
     restored = self.checkpointer.restore(self.state)
     if restored is not None:
       self.state, meta = restored
-      self.meta.update({k: meta[k] for k in ("best", "evals_without_improvement", "history") if k in meta})
+      self.meta.update({k: meta[k] for k in ("best", "evals_without_improvement", "history", "skipped_steps")
+                        if k in meta})
 
   def save(self) -> None:
     """Train state, plus the prompt as a numpy checkpoint at the global step (as the original)."""
@@ -231,11 +235,64 @@ def _backbone_part(tree: dict, cfg: TrainConfig) -> dict:
 def train(cfg: TrainConfig, on_ready: Callable[[], None] | None = None) -> TrainResult:
   """Train the trainable subtree of `cfg` to `train_steps`, resuming from MODEL_DIR.
 
-  Nothing is written under MODEL_DIR until the backbone has loaded and the resume checks
-  have passed; `on_ready` (e.g. writing config.gin) runs at that point."""
+  The run first takes MODEL_DIR's lock (one run per folder; a second is refused naming the
+  holder) and holds it to the end, exceptions included. Then every check (folder kinds,
+  backbone, resume fingerprint and shapes, a non-finite saved state) runs before the first
+  byte under MODEL_DIR changes; `on_ready` (e.g. writing config.gin) runs once they passed."""
   distributed.require_initialized()  # several processes acting alone would share MODEL_DIR
+  lock = _lock_run_folder(cfg.model_dir)
+  try:
+    return _train(cfg, on_ready)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _lock_run_folder(model_dir: str) -> run_lock.RunLock | None:
+  """The primary process takes the lock; the others learn whether it could."""
+  lock, refusal = None, None
+  if distributed.is_primary():
+    try:
+      lock = run_lock.RunLock(model_dir)
+    except run_lock.RunLockedError as e:
+      refusal = e
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    if not int(multihost_utils.broadcast_one_to_all(np.int32(refusal is None))) and refusal is None:
+      refusal = run_lock.RunLockedError(f"{model_dir} is in use by another run (the primary process names it)")
+  if refusal is not None:
+    raise refusal
+  return lock
+
+
+# Under MODEL_DIR: what must be a folder, what a file, if present at all.
+_FOLDERS = ("train_state", "numpy_checkpoints", "best", "tensorboard")
+_FILES = ("metrics.jsonl", "config.gin", "prompt.npy")
+
+
+def check_run_folder(model_dir: str) -> None:
+  """Refuse a MODEL_DIR whose parts have the wrong kind (e.g. `train_state` a file), before
+  anything loads or changes; otherwise this is found only at the first save."""
+  if fs.exists(model_dir) and not fs.isdir(model_dir):
+    raise NotADirectoryError(f"MODEL_DIR {model_dir} is a file, not a folder: use another MODEL_DIR")
+  for name in _FOLDERS + _FILES:
+    path = fs.join(model_dir, name)
+    if not fs.exists(path):
+      continue
+    folder = fs.isdir(path)
+    if folder != (name in _FOLDERS):
+      raise NotADirectoryError(f"{path} is a {'folder' if folder else 'file'}; a run keeps a "
+                               f"{'file' if folder else 'folder'} there. Move it away or use another MODEL_DIR")
+
+
+def _train(cfg: TrainConfig, on_ready: Callable[[], None] | None) -> TrainResult:
+  """`train` under the run lock: checks, then changes, then the loop."""
+  if distributed.is_primary():
+    check_run_folder(cfg.model_dir)
   run = _Run(cfg)
   run.resume()
+  # Every check passed: from here on MODEL_DIR changes.
+  run.checkpointer.tidy()  # damaged steps aside, interrupted saves' temporary folders removed
   fs.makedirs(cfg.model_dir)
   if on_ready is not None:
     on_ready()
@@ -248,16 +305,18 @@ def train(cfg: TrainConfig, on_ready: Callable[[], None] | None = None) -> Train
   stopped_early = preempted = False
   bar = tqdm.tqdm(total=cfg.train_steps, initial=start, disable=not (cfg.progress_bar and distributed.is_primary()),
                   unit="step", dynamic_ncols=True)
+  bar_fields: dict[str, str] = {}
   # The rules make the model's activation constraints real while the step is traced.
   with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules), preemption.PreemptionWatch() as watch:
     if run.evaluate is not None and start == 0:  # the initial prompt's score: step 0 of the curve
       _evaluate(run, 0, writer)
+      bar.set_postfix(progress_fields(bar_fields, scores=run.meta["history"][-1]))
     t0, steps_since = time.time(), 0
     while int(run.state.step) < cfg.train_steps and not stopped_early:
       batch = sharding.make_global_batch(next(batches), run.mesh, cfg.data.batch_size)
       run.state, step_metrics = run.train_step(run.state, run.frozen, batch)
       step, steps_since = int(run.state.step), steps_since + 1
-      _guard_nonfinite(cfg, step, step_metrics, writer)
+      _guard_nonfinite(run, step, step_metrics, writer)
       bar.update(1)
       if step % cfg.log_period == 0 or step == cfg.train_steps:
         host = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
@@ -265,10 +324,11 @@ def train(cfg: TrainConfig, on_ready: Callable[[], None] | None = None) -> Train
         host["steps_per_sec"] = steps_since / elapsed
         host["examples_per_sec"] = steps_since * cfg.data.batch_size / elapsed
         writer.write(step, host, prefix="train")
-        bar.set_postfix(loss=f"{host['cross_entropy']:.3f}", ex_s=f"{host['examples_per_sec']:.1f}")
+        bar.set_postfix(progress_fields(bar_fields, train=host))
         t0, steps_since = time.time(), 0
       if run.evaluate is not None and (step % cfg.eval_period == 0 or step == cfg.train_steps):
         stopped_early = _evaluate(run, step, writer)
+        bar.set_postfix(progress_fields(bar_fields, scores=run.meta["history"][-1]))
       preempted = watch.should_stop(step)
       if step % cfg.checkpoint_period == 0 or step == cfg.train_steps or stopped_early or preempted:
         run.save()
@@ -284,6 +344,7 @@ def train(cfg: TrainConfig, on_ready: Callable[[], None] | None = None) -> Train
     writer.close()
     return TrainResult(step=int(run.state.step), trainable=trainable, best=run.meta["best"],
                        history=run.meta["history"], stopped_early=False, preempted=True)
+  _refuse_untrained(cfg, int(run.state.step), run.meta["skipped_steps"], writer)
   if distributed.is_primary():
     _export(cfg, run, trainable)
   distributed.sync("train_done")
@@ -292,23 +353,77 @@ def train(cfg: TrainConfig, on_ready: Callable[[], None] | None = None) -> Train
                      history=run.meta["history"], stopped_early=stopped_early)
 
 
-def _guard_nonfinite(cfg: TrainConfig, step: int, step_metrics: dict, writer: "metric_writer.MetricsWriter") -> None:
+def _guard_nonfinite(run: _Run, step: int, step_metrics: dict, writer: "metric_writer.MetricsWriter") -> None:
   """Per step: one device bool, fetched where the loop already syncs on the step count.
-  The step itself dropped a non-finite update; here we record it and stop (or go on)."""
+  The step itself never applied a non-finite update; here we record it and stop, or count
+  the skip (in meta's `skipped_steps`, saved with each checkpoint) and go on."""
   if bool(step_metrics["all_finite"]):
     return
+  cfg, skipped = run.cfg, run.meta["skipped_steps"]
   host = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-  bad = [k for k in ("loss", "grad_norm") if not np.isfinite(host[k])]
   if cfg.on_nonfinite == "stop" or not (step % cfg.log_period == 0 or step == cfg.train_steps):
     writer.write(step, host, prefix="train")  # else the loop's own log line records it
-  where = f"step {step}: {' and '.join(f'{k}={host[k]}' for k in bad)}"
+  where = f"step {step}: {nonfinite_culprits(host)}"
   if cfg.on_nonfinite == "skip":
-    logging.warning("%s is not finite; update skipped (TrainConfig.on_nonfinite='skip')", where)
+    skipped.append(step)
+    logging.warning("%s; update skipped (TrainConfig.on_nonfinite='skip'; %d skipped so far)", where, len(skipped))
     return
   writer.close()
-  raise NonFiniteError(f"training stopped at {where} is not finite. Nothing was saved for this step; the last "
-                       f"good checkpoint in {fs.join(cfg.model_dir, 'train_state')} is kept. Lower the "
-                       "learning rate, check the initial prompt and data, or set TrainConfig.on_nonfinite='skip'.")
+  last = run.checkpointer.latest_step()
+  kept = (f"the last good checkpoint, step {last} in {run.checkpointer.directory}, is kept" if last is not None
+          else f"no checkpoint was saved before it ({run.checkpointer.directory} not written)")
+  raise NonFiniteError(f"training stopped at {where}; the update was not applied and nothing was saved for "
+                       f"this step; {kept}. Lower the learning rate, check the initial prompt and data, or set "
+                       "TrainConfig.on_nonfinite='skip'.")
+
+
+_NORMS = ("loss", "grad_norm", "update_norm", "param_norm")
+
+
+def nonfinite_culprits(host: dict[str, float]) -> str:
+  """What was not finite in a step's host metrics, e.g. 'update_norm=inf and param_norm=inf'."""
+  names = _NORMS + tuple(sorted(k for k in host if k not in _NORMS))
+  bad = [f"{k}={host[k]}" for k in names if k in host and not np.isfinite(host[k])]
+  if not host.get("opt_state_finite", 1.0):
+    bad.append("the new optimizer state")
+  return " and ".join(bad or ["the new parameters"]) + " not finite"
+
+
+def _refuse_untrained(cfg: TrainConfig, step: int, skipped: list[int], writer: "metric_writer.MetricsWriter") -> None:
+  """Under 'skip': a run whose every update was dropped has nothing good to export."""
+  if step == 0 or len(skipped) < step:
+    return
+  writer.close()
+  raise NonFiniteError(f"every update of this run was non-finite and skipped (steps {_ranges(skipped)}); nothing "
+                       "trained, so nothing was exported. Lower the learning rate, or check the initial prompt "
+                       "and data.")
+
+
+def _ranges(steps: list[int]) -> str:
+  """[1, 2, 3, 7] -> '1-3, 7'."""
+  out, steps = [], sorted(steps)
+  for s in steps:
+    if out and s == out[-1][1] + 1:
+      out[-1][1] = s
+    else:
+      out.append([s, s])
+  return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in out)
+
+
+def progress_fields(fields: dict[str, str], *, train: dict[str, float] | None = None,
+                    scores: dict[str, float] | None = None) -> dict[str, str]:
+  """The progress bar's postfix, updated in place: the logged `loss` (metrics.jsonl's
+  train/loss: summed over target tokens, as T5X), the per-token `cross_entropy` and the
+  examples/s of the last log line, then the metrics of the latest evaluation."""
+  if train is not None:
+    fields.update(loss=f"{train['loss']:.6g}", ce=f"{train['cross_entropy']:.4g}",
+                  ex_s=f"{train['examples_per_sec']:.1f}")
+  if scores is not None:
+    for key in [k for k in fields if k.startswith("eval_")]:
+      del fields[key]
+    fields.update({f"eval_{k}": f"{v:.4g}" for k, v in scores.items()
+                   if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)})
+  return fields
 
 
 def _evaluate(run: _Run, step: int, writer: "metric_writer.MetricsWriter") -> bool:

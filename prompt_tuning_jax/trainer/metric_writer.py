@@ -5,11 +5,16 @@ are kept and the whole file is rewritten at `flush` (each checkpoint save, at mo
 `remote_flush_s` otherwise, and on close); TensorBoard events are written to a local
 staging folder by TensorFlow and uploaded at the same moments (TF's GFile cannot reach a
 storage emulator, and one filesystem layer handles every gs:// byte).
+
+A kill can cut the last line short; a resumed run drops that partial line (with a warning)
+before appending, so the file stays one JSON object per line.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -28,8 +33,9 @@ class MetricsWriter:
     self._lines: list[str] = []
     self._flush_s, self._flushed_at = remote_flush_s, time.time()
     self._tb, self._staging = None, None
-    if enabled and self._remote and fs.exists(self.path):  # a resumed run keeps its history
-      self._lines = fs.read_text(self.path).splitlines(keepends=True)
+    if enabled and fs.exists(self.path):  # a resumed run keeps its history
+      lines = _repaired(self.path)  # a local file is repaired in place
+      self._lines = lines if self._remote else []
     if enabled and tensorboard:
       from prompt_tuning_jax.text import quiet  # pylint: disable=g-import-not-at-top
       quiet.import_tensorflow()  # the summary writer underneath is TensorFlow's
@@ -77,3 +83,31 @@ class MetricsWriter:
       if self._staging is not None:
         fs.upload_tree(self._staging, self._tb_dir)
         shutil.rmtree(self._staging, ignore_errors=True)
+
+
+def _repaired(path: str) -> list[str]:
+  """The lines of a metrics file with a partial last line (a kill mid-write) dropped; a
+  local file is cut back in place. A complete last line missing only its newline is kept."""
+  text = fs.read_text(path)
+  if not text or text.endswith("\n"):
+    return text.splitlines(keepends=True)
+  lines = text.splitlines(keepends=True)
+  last = lines.pop()
+  try:
+    complete = isinstance(json.loads(last), dict)
+  except ValueError:
+    complete = False
+  if complete:
+    lines.append(last + "\n")
+  else:
+    logging.warning("%s: dropping its last line, cut short by an interrupted run (%d bytes: %.80r)", path,
+                    len(last.encode()), last)
+  if not fs.is_remote(path):
+    with open(path, "ab" if complete else "r+b") as f:
+      if complete:
+        f.write(b"\n")
+      else:
+        f.truncate(len(text.encode()) - len(last.encode()))
+      f.flush()
+      os.fsync(f.fileno())
+  return lines

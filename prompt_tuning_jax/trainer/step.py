@@ -63,17 +63,26 @@ def train_step(state: TrainState, frozen: Any, batch: dict[str, Array], *, model
     (_, metrics), grads = grad_fn(state.params, batch, dropout_rng)
   else:
     grads, metrics = _accumulate(grad_fn, state.params, batch, dropout_rng, loss_config.num_microbatches)
-  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  grad_norm = optax.global_norm(grads)
-  # A NaN/Inf loss or gradient never reaches the state: the update is dropped in-graph
-  # (no host round trip); the loop reads `all_finite` to stop or to record a skip.
-  finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
-  params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
-                                   (params, opt_state), (state.params, state.opt_state))
-  metrics = dict(metrics, grad_norm=grad_norm, update_norm=optax.global_norm(updates),
-                 param_norm=optax.global_norm(params), all_finite=finite)
+  updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  metrics = dict(metrics, grad_norm=optax.global_norm(grads), update_norm=optax.global_norm(updates),
+                 param_norm=optax.global_norm(new_params))
+  # The guard looks at what would be committed: every logged scalar (loss and the three
+  # norms included) and every leaf of the new params and optimizer state. A non-finite
+  # update is never applied (selected away in-graph, no host round trip); the loop reads
+  # `all_finite` to stop or to record a skip, `opt_state_finite` to name the culprit.
+  opt_state_finite = all_finite(new_opt_state)
+  ok = all_finite(metrics) & all_finite(new_params) & opt_state_finite
+  params, opt_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old),
+                                   (new_params, new_opt_state), (state.params, state.opt_state))
+  metrics = dict(metrics, all_finite=ok, opt_state_finite=opt_state_finite)
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def all_finite(tree: Any) -> Array:
+  """bool []: no NaN or Inf in any floating leaf of `tree` (integer leaves always are)."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
 _TOKEN_MEANS = ("cross_entropy", "z_loss", "token_accuracy")

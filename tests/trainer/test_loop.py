@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -52,6 +53,23 @@ def test_ten_steps_change_only_the_prompt_and_lower_the_loss(tmp_path):
   assert exported.shape == (5, 8)
   np.testing.assert_array_equal(exported, np.asarray(result.trainable["encoder"]["prompt"]["prompt"]["prompt"]))
   assert (tmp_path / "run/numpy_checkpoints/checkpoint_10/encoder.prompt.prompt.prompt").exists()
+
+
+def test_the_progress_bar_shows_the_logged_loss_and_the_latest_eval(tmp_path, capsys):
+  """The bar's `loss` is metrics.jsonl's train/loss (summed over target tokens, as T5X; the
+  bar once showed the per-token cross-entropy under that name); after each evaluation the
+  bar shows its metrics."""
+  evaluator = lambda cfg, model: (lambda params, step: {"accuracy": 0.5 + step / 100})  # noqa: E731
+  loop.train(tiny_config(tmp_path / "run", train_steps=4, eval_period=2, progress_bar=True, evaluator=evaluator))
+  bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+  rows = [json.loads(line) for line in open(tmp_path / "run/metrics.jsonl")]
+  logged = [r for r in rows if "train/loss" in r][-1]
+  assert logged["step"] == 4 and "4/4" in bar
+  shown = dict(re.findall(r"(\w+)=([^,\]\s]+)", bar))
+  assert float(shown["loss"]) == pytest.approx(logged["train/loss"], rel=1e-5)
+  assert float(shown["ce"]) == pytest.approx(logged["train/cross_entropy"], rel=1e-3)
+  assert abs(logged["train/loss"] - logged["train/cross_entropy"]) > 1  # two different numbers
+  assert shown["eval_accuracy"] == "0.54"
 
 
 def test_frozen_weights_stay_bit_identical_to_the_checkpoint(tmp_path):
