@@ -22,9 +22,9 @@
 #          v2-alpha-tpuv5 (v5p), v2-alpha-tpuv5-lite (v5litepod), else tpu-ubuntu2204-base
 #   setup  [--repo URL] [--branch main] | [--copy]   [--python 3.11] [--extras tpu] [--timeout 600]
 #          on every worker: clone URL (or copy this checkout), then scripts/tpu_worker_setup.sh:
-#          a venv on a uv-provided Python 3.11+ (the images' python3 is 3.10), pip install
-#          -e .[tpu], and `import jax; jax.devices()` on all workers at once. Fails naming
-#          each worker that failed; their logs land in LOG_DIR/setup/{install,check}/<worker>.log
+#          a venv on a Python 3.11+ from uv (tpu-ubuntu2204-base's python3 is 3.10), uv pip
+#          install -e .[tpu], and `import jax; jax.devices()` on all workers at once. Fails
+#          naming each worker that failed; their logs are LOG_DIR/setup/{install,check}/<worker>.log
 #   launch [--module prompt_tuning_jax.train] [--log logs/train.log] [--] ARGS...
 #          on every worker: nohup python -m MODULE ARGS... > LOG (arguments keep spaces/quotes)
 #   logs   [--worker 0|all] [--lines 100] [--no-follow] [--log logs/train.log]
@@ -155,7 +155,8 @@ report_workers() {
     logs+=("$dir/$worker.log")
   done < <(find "$dir" -maxdepth 1 -name '*.log' -exec basename {} .log \; | sort -n)
   if [[ ${#logs[@]} -eq 0 ]]; then
-    echo "run_tpu.sh: setup ($step): no worker answered (gcloud exit $gcloud_rc, no logs in $dir); check --name, --zone and ssh access" >&2
+    echo "run_tpu.sh: setup ($step): no worker answered (gcloud exit $gcloud_rc, no logs in $dir);" \
+      "check --name, --zone and ssh access" >&2
     exit 1
   fi
   for log in "${logs[@]}"; do
@@ -166,7 +167,8 @@ report_workers() {
       echo "worker $worker (${host:-unknown host}): ${outcome#tpu_worker_setup: }"
     else
       if [[ -z "$outcome" ]]; then outcome="$(grep -v '^[[:space:]]*$' "$log" | tail -n 1 || true)"; fi
-      echo "run_tpu.sh: setup ($step) failed on worker $worker (${host:-unknown host}): ${outcome#tpu_worker_setup: FAILED: } [log: $log]" >&2
+      echo "run_tpu.sh: setup ($step) failed on worker $worker (${host:-unknown host}):" \
+        "${outcome#tpu_worker_setup: FAILED: } [log: $log]" >&2
       failed=1
     fi
   done
@@ -206,7 +208,8 @@ cmd_setup() {
     local b r
     b="$(word "$branch")"
     r="$(word "$repo")"
-    fetch="if [ -d $d/.git ]; then git -C $d fetch -q origin && git -C $d checkout -q $b && git -C $d pull -q --ff-only; else git clone -q --branch $b $r $d; fi"
+    fetch="if [ -d $d/.git ]; then git -C $d fetch -q origin && git -C $d checkout -q $b && git -C $d pull -q --ff-only; "
+    fetch+="else git clone -q --branch $b $r $d; fi"
   fi
   # This checkout's worker script, whatever the branch on the workers holds.
   tpu_scp "$WORKER_SETUP" "$NAME:tpu_worker_setup.sh" all
@@ -300,6 +303,7 @@ cmd_logs() {
   fi
 }
 
+# shellcheck disable=SC2016  # the single-quoted parts expand on the worker, not here
 cmd_stop() {
   local wait_s=300
   while [[ $# -gt 0 ]]; do
@@ -315,10 +319,13 @@ cmd_stop() {
   # whatever still holds the TPU device files (a crashed worker leaves its peers holding them),
   # found by pid with lsof or fuser.
   local wait_run free_tpu
-  # shellcheck disable=SC2016  # expanded on the worker, not here
-  wait_run='pid="$(cat logs/train.pid)"; alive() { kill -0 "$pid" 2>/dev/null && [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" != Z ]; }; echo "stop: SIGTERM sent to $pid on $(hostname); waiting up to WAIT s for its checkpoint"; waited=0; while alive && [ "$waited" -lt WAIT ]; do sleep 1; waited=$((waited + 1)); done; if alive; then echo "stop: $pid still running after WAIT s (raise --wait); killing it"; kill -9 "$pid"; else echo "stop: $pid exited after $waited s"; fi'
+  wait_run='pid="$(cat logs/train.pid)"; '
+  wait_run+='alive() { kill -0 "$pid" 2>/dev/null && [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" != Z ]; }; '
+  wait_run+='echo "stop: SIGTERM sent to $pid on $(hostname); waiting up to WAIT s for its checkpoint"; '
+  wait_run+='waited=0; while alive && [ "$waited" -lt WAIT ]; do sleep 1; waited=$((waited + 1)); done; '
+  wait_run+='if alive; then echo "stop: $pid still running after WAIT s (raise --wait); killing it"; kill -9 "$pid"; '
+  wait_run+='else echo "stop: $pid exited after $waited s"; fi'
   wait_run="${wait_run//WAIT/$wait_s}"
-  # shellcheck disable=SC2016  # expanded on the worker, not here
   free_tpu='pids=$( (sudo lsof -t /dev/accel* /dev/vfio/* 2>/dev/null || sudo fuser /dev/accel* /dev/vfio/* 2>/dev/null) | tr -s " \n" "\n" | sort -u | tr "\n" " "); if [ -n "$pids" ]; then echo "freeing TPU: killing $pids"; sudo kill -9 $pids; fi; true'
   on_workers all "cd $(word "$DIR") 2>/dev/null && if [ -f logs/train.pid ]; then if kill \"\$(cat logs/train.pid)\" 2>/dev/null; then $wait_run; fi; rm -f logs/train.pid; fi; $free_tpu"
 }
