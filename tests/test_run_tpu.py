@@ -405,7 +405,7 @@ def test_setup_names_the_worker_that_cannot_get_uv(pod, tmp_path):
   # No uv anywhere and pip cannot reach an index: the worker script says so in one line.
   (pathlib.Path(env["FAKE_WORKER_PATH"].split(os.pathsep)[0]) / "uv").unlink()
   env = dict(env, FAKE_WORKER_PATH=env["FAKE_WORKER_PATH"].replace(os.path.dirname(sys.executable), "/nonexistent"),
-             PIP_NO_INDEX="1")
+             PIP_NO_INDEX="1", PIP_CONFIG_FILE=os.devnull)
   if shutil.which("uv", path=env["FAKE_WORKER_PATH"]):
     pytest.fail(f"uv on the fake workers' PATH ({shutil.which('uv', path=env['FAKE_WORKER_PATH'])}); "
                 "this test needs a PATH without it")
