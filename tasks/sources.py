@@ -215,8 +215,19 @@ def convert_rows(task: str, rows: Sequence[Mapping[str, Any]],
   return out
 
 
+_INT_RANGE = {"int32": (-2 ** 31, 2 ** 31 - 1), "int64": (-2 ** 63, 2 ** 63 - 1)}
+
+
+def _check_int(value: Any, kind: str, key: str, task: str, where: str) -> None:
+  """An integer TF can hold as `kind` (JSON integers have no bound; TF's ValueError names nothing)."""
+  low, high = _INT_RANGE[kind]
+  if not low <= value <= high:
+    raise SuperGlueDataError(f"{where}: field {key!r} of task {task!r} is {value!r:.40}, outside the {kind} "
+                             f"range [{low}, {high}] it is stored in")
+
+
 def _check_types(task: str, examples: list[dict], where: str) -> list[dict]:
-  """Refuses a field of the wrong JSON type before TF sees it."""
+  """Refuses a field of the wrong JSON type, or an integer out of its range, before TF sees it."""
   want = {"str": str, "int32": int, "int64": int, "strs": list}
   for ex in examples:
     for key, kind in _feature_kinds(task).items():
@@ -229,6 +240,8 @@ def _check_types(task: str, examples: list[dict], where: str) -> list[dict]:
             f"{where}: field {key!r} of task {task!r} must be "
             f"{'a list of strings' if kind == 'strs' else 'a string' if kind == 'str' else 'an integer'}"
             f", found {type(value).__name__} {value!r:.40}")
+      if kind in _INT_RANGE:
+        _check_int(value, kind, key, task, where)
   return examples
 
 
@@ -262,7 +275,12 @@ def _convert_row(task: str, row: Mapping[str, Any], where: str) -> list[dict]:
     _fix_wsc_span(ex, "span1")
     _fix_wsc_span(ex, "span2")
   if task == "axg" and "pair_id" in row:  # Winogender pairs, for the gender-parity score
-    ex["pair_id"] = int(row["pair_id"])
+    pair_id = row["pair_id"]
+    if isinstance(pair_id, bool) or not isinstance(pair_id, (int, str)) or (
+        isinstance(pair_id, str) and not (pair_id.strip().lstrip("-").isdigit() and len(pair_id) < 20)):
+      raise SuperGlueDataError(f"{where}: field 'pair_id' must be an integer, found {pair_id!r:.40}")
+    ex["pair_id"] = int(pair_id)
+    _check_int(ex["pair_id"], "int32", "pair_id", task, where)
   return [ex]
 
 
@@ -368,6 +386,12 @@ class SuperGlueSource(seqio.DataSource):
 
   def list_shards(self, split: str) -> Sequence[str]:
     return [split]
+
+  def missing_local_files(self, splits: Sequence[str]) -> list[Path]:
+    """The local JSONL files this source would read for `splits` and that do not exist
+    ([] when it reads TFDS): the commands check them before any model loads."""
+    files = [self._local_file(s) for s in splits if s in self._split_files]
+    return [f for f in files if f is not None and not f.is_file()]
 
   def _local_file(self, split: str) -> Optional[Path]:
     if self._local_dir is not None:

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import ml_dtypes
 import numpy as np
 
-from prompt_tuning_jax.checkpoints import fs
+from prompt_tuning_jax.checkpoints import entries, fs
 from prompt_tuning_jax.checkpoints.validation import CheckpointCorruptError
 
 SUFFIX = ".sha256.json"
 FORMAT = "prompt_tuning_jax.checksums"
+MAX_MANIFEST_BYTES = 64 << 20  # ~100 bytes an array: room for 600k arrays
 
 
 class ChecksumError(CheckpointCorruptError):
@@ -52,13 +54,25 @@ def write_manifest(weights_file: str, arrays: Mapping[str, Any]) -> str:
   return path
 
 
-def read_manifest(weights_file: str) -> dict[str, str] | None:
-  """{name: sha256} from `<weights_file>.sha256.json`, or None when there is none."""
+def read_manifest(weights_file: str, root: str | None = None) -> dict[str, str] | None:
+  """{name: sha256} from `<weights_file>.sha256.json`, or None when there is none.
+
+  Locally the manifest must be a regular file inside `root` (default: the checkpoint
+  root of the weights file's folder, see `entries.checkpoint_root`); a dangling link
+  where it should be is refused, not read as "no manifest".
+  """
   path = weights_file + SUFFIX
-  if not fs.exists(path):
-    return None
+  if fs.is_remote(path):
+    if not fs.exists(path):
+      return None
+    raw = fs.read_bytes(path)
+  else:
+    if not os.path.lexists(path):
+      return None
+    root = root or entries.checkpoint_root(os.path.dirname(os.path.abspath(path)))
+    raw = entries.read_bytes(path, root, "checksum manifest", max_bytes=MAX_MANIFEST_BYTES)
   try:
-    data = json.loads(fs.read_bytes(path))
+    data = json.loads(raw)
     arrays = data["arrays"]
     if data.get("format") != FORMAT or not isinstance(arrays, dict):
       raise ValueError(f"format {data.get('format')!r}")

@@ -5,6 +5,10 @@ T5X's [in, out]; the relative bias lives only in block 0 as [buckets, heads] (th
 transpose of `rel_embedding`); `lm_head.weight` [V, d] is the transpose of
 `decoder/logits_dense/kernel` (absent for tied T5 1.0). One table, `name_map`, drives
 both directions, so a name is never spelled twice.
+
+Every file read from a model folder must be a regular file inside it (`entries`): a
+link may point anywhere inside the model's folder, or, for a hub cache snapshot
+(`models--org--name/snapshots/<rev>/`), inside `models--org--name/` (its `blobs/`).
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from prompt_tuning_jax.checkpoints import checksums, tree
+from prompt_tuning_jax.checkpoints import checksums, entries, tree
 from prompt_tuning_jax.checkpoints.validation import (
   CheckpointCorruptError,
   CheckpointMismatchError,
@@ -35,6 +39,7 @@ _ATTN = (("q", "query"), ("k", "key"), ("v", "value"), ("o", "out"))
 _HF_INT_FIELDS = ("vocab_size", "d_model", "num_heads", "d_kv", "d_ff", "num_layers", "num_decoder_layers",
                   "relative_attention_num_buckets", "relative_attention_max_distance")
 _FF_PROJ = {("gelu", "linear"): "gated-gelu", ("relu",): "relu", ("relu", "linear"): "gated-relu"}
+MAX_JSON_BYTES = 64 << 20  # config.json and *.index.json are a few KB; an index of 10^5 tensors ~10 MB
 
 
 def _mlp_names(cfg: T5Config) -> list[str]:
@@ -164,12 +169,11 @@ def _to_numpy(value: Any) -> np.ndarray:
   return np.asarray(value)
 
 
-def _load_weight_file(path: str) -> dict[str, np.ndarray]:
-  """One safetensors or torch `.bin` file; any failure is an error naming the file."""
-  if os.path.isdir(path):
-    raise CheckpointCorruptError(f"HF weights {path} is a directory, not a file")
-  if not os.path.isfile(path):
+def _load_weight_file(path: str, root: str) -> dict[str, np.ndarray]:
+  """One safetensors or torch `.bin` file inside `root`; any failure is an error naming the file."""
+  if not os.path.lexists(path):
     raise FileNotFoundError(f"HF weights file not found: {path}")
+  entries.check(path, root, "HF weights")
   if path.endswith(".safetensors"):
     from safetensors.numpy import load_file
     try:
@@ -188,24 +192,21 @@ def _load_weight_file(path: str) -> dict[str, np.ndarray]:
     if not isinstance(loaded, dict) or not all(hasattr(v, "detach") for v in loaded.values()):
       raise CheckpointCorruptError(f"torch weights {path} is not a state dict of tensors")
     state = {k: _to_numpy(v) for k, v in loaded.items()}
-  recorded = checksums.read_manifest(path)
+  recorded = checksums.read_manifest(path, root)
   for key, value in state.items():
     checksums.verify(key, value, recorded, path)
   return state
 
 
-def _read_json(path: str, what: str) -> Any:
+def _read_json(path: str, what: str, root: str) -> Any:
   try:
-    with open(path, "rb") as f:
-      return json.loads(f.read().decode("utf-8"))
-  except IsADirectoryError:
-    raise CheckpointCorruptError(f"{what} {path} is a directory, not a JSON file") from None
-  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    return json.loads(entries.read_bytes(path, root, what, max_bytes=MAX_JSON_BYTES).decode("utf-8"))
+  except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
     raise CheckpointCorruptError(f"{what} {path} is not valid JSON: {e}") from None
 
 
-def _shard_files(index: str) -> list[str]:
-  data = _read_json(index, "HF weight index")
+def _shard_files(index: str, root: str) -> list[str]:
+  data = _read_json(index, "HF weight index", root)
   weight_map = data.get("weight_map") if isinstance(data, dict) else None
   if not isinstance(weight_map, dict) or not weight_map or not all(
       isinstance(v, str) and v and os.path.basename(v) == v for v in weight_map.values()):
@@ -216,14 +217,15 @@ def _shard_files(index: str) -> list[str]:
 
 def read_hf_state_dict(directory: str) -> dict[str, np.ndarray]:
   """All weights of an HF model directory: single file or sharded `*.index.json`."""
+  root = entries.checkpoint_root(directory)
   for name in ("model.safetensors", "pytorch_model.bin"):
-    if os.path.exists(os.path.join(directory, name)):
-      return _load_weight_file(os.path.join(directory, name))
+    if os.path.lexists(os.path.join(directory, name)):  # a dangling link is refused, not skipped
+      return _load_weight_file(os.path.join(directory, name), root)
     index = os.path.join(directory, f"{name}.index.json")
-    if os.path.exists(index):
+    if os.path.lexists(index):
       state: dict[str, np.ndarray] = {}
-      for shard in _shard_files(index):
-        state.update(_load_weight_file(os.path.join(directory, shard)))
+      for shard in _shard_files(index, root):
+        state.update(_load_weight_file(os.path.join(directory, shard), root))
       return state
   raise FileNotFoundError(f"no model.safetensors, pytorch_model.bin or *.index.json in HF directory {directory}")
 
@@ -231,9 +233,9 @@ def read_hf_state_dict(directory: str) -> dict[str, np.ndarray]:
 def load_hf_checkpoint(directory: str, *, allow_nonfinite: bool = False) -> tuple[dict[str, Any], T5Config]:
   """Read `config.json` + weights of an HF T5 directory into T5X params (floating, finite)."""
   config_path = os.path.join(directory, "config.json")
-  if not os.path.exists(config_path):
+  if not os.path.lexists(config_path):
     raise FileNotFoundError(f"HF checkpoint directory {directory} has no config.json")
-  hf_config = _read_json(config_path, "HF config")
+  hf_config = _read_json(config_path, "HF config", entries.checkpoint_root(directory))
   if not isinstance(hf_config, dict):
     raise CheckpointCorruptError(f"HF config {config_path} must be a JSON object, found {type(hf_config).__name__}")
   try:

@@ -8,6 +8,10 @@ named by the dotted path ('target.encoder.layers_0.attention.query.kernel').
 
 Reading is lazy: `open_t5x_checkpoint` parses the msgpack once (cached) and each leaf,
 or an index-slice of it, is read on demand, which is what a sharded loader needs.
+Locally, every file read (msgpack, manifest, `.zarray`, chunks) must be a regular file
+inside the checkpoint folder (`entries`: no link leaving it, no dangling link, FIFO or
+device), every chunk must be there, and the `.zarray` may only use what T5X writes
+and this reader implements (`check_zarray`).
 Writing is atomic: everything goes to a temporary sibling directory that is renamed
 to `checkpoint_<step>` only once it is complete and synced.
 """
@@ -15,11 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import math
+import os
 import posixpath
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import ml_dtypes
@@ -27,7 +34,7 @@ import msgpack
 import numpy as np
 import tensorstore as ts
 
-from prompt_tuning_jax.checkpoints import checksums, fs, tree
+from prompt_tuning_jax.checkpoints import checksums, entries, fs, tree
 from prompt_tuning_jax.checkpoints.validation import (
   CheckpointCorruptError,
   CheckpointMismatchError,
@@ -45,18 +52,29 @@ _EXT_NDARRAY, _EXT_COMPLEX, _EXT_NPSCALAR = 1, 2, 3
 _CHUNKED = "__msgpack_chunked_array__"
 DEFAULT_INLINE_MAX_BYTES = 1 << 14  # norms, relpos tables and the step stay inline
 DEFAULT_CHUNK_MAX_BYTES = 64 << 20
+# What a `.zarray` may say. T5X writes gzip (its own specs) or, through jax's array
+# serialization, zstd; null (raw chunks) is plain zarr. All three are decoded by
+# tensorstore and tested against it; anything else is refused by name.
+ZARR_COMPRESSORS = (None, "gzip", "zstd")
+ZARR_DTYPES = ("bfloat16", "<f2", "<f4", "<f8", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "|b1")
+MAX_ZARRAY_BYTES = 1 << 20
 
 
 # ----------------------------------------------------------------------------- reading
+def _exists(path: str) -> bool:
+  """fs.exists, but a dangling local link exists (so that it is refused naming it)."""
+  return fs.exists(path) if fs.is_remote(path) else os.path.lexists(path)
+
+
 def _resolve(path: str) -> tuple[str, str]:
   """(msgpack file, directory holding the zarr arrays) for any accepted path form."""
   path = path.rstrip("/")
   if fs.isdir(path):
     file = f"{path}/checkpoint"
-    if not fs.exists(file):
+    if not _exists(file):
       raise FileNotFoundError(f"T5X checkpoint directory {path} has no 'checkpoint' msgpack file")
     return file, path
-  if not fs.exists(path):
+  if not _exists(path):
     raise FileNotFoundError(f"no T5X checkpoint at {path} (expected a checkpoint_<N> directory or its "
                             "'checkpoint' file)")
   return path, path.rsplit("/", 1)[0] if "/" in path else "."
@@ -115,8 +133,9 @@ class T5XCheckpointIndex:
 
   def __init__(self, file: str, directory: str):
     self.file, self.directory = file, directory
-    self._stores: dict[tuple[str, bool], tuple[ts.TensorStore, str]] = {}
-    self.checksums = checksums.read_manifest(file)  # None for checkpoints we did not write
+    self.root = entries.checkpoint_root(directory)
+    self._stores: dict[tuple[str, bool], tuple[ts.TensorStore, str, dict[str, Any]]] = {}
+    self.checksums = checksums.read_manifest(file, self.root)  # None for checkpoints we did not write
     self._verified: set[str] = set()
     try:
       raw = msgpack.unpackb(fs.read_bytes(file), ext_hook=_ext_hook, raw=False, strict_map_key=False)
@@ -149,7 +168,7 @@ class T5XCheckpointIndex:
     meta = leaf.get("metadata") or {}
     if "shape" in meta and "dtype" in meta:
       return ShapeDtype(tuple(meta["shape"]), _np_dtype(meta["dtype"]))
-    store, _ = self._store(name, leaf, states)
+    store, _, _ = self._store(name, leaf, states)
     return ShapeDtype(tuple(store.shape), np.dtype(store.dtype.numpy_dtype))
 
   def shapes(self, *, states: bool = False) -> dict[str, ShapeDtype]:
@@ -157,13 +176,13 @@ class T5XCheckpointIndex:
     leaves = self.states if states else self.target
     return {k: self.shape(k, states=states) for k in leaves}
 
-  def _store(self, name: str, spec: dict[str, Any], states: bool) -> tuple[ts.TensorStore, str]:
-    """(open zarr array, its location), opened once per index."""
+  def _store(self, name: str, spec: dict[str, Any], states: bool) -> tuple[ts.TensorStore, str, dict[str, Any]]:
+    """(open zarr array, its location, its checked .zarray), opened once per index."""
     if (name, states) not in self._stores:
       self._stores[(name, states)] = self._open_zarr(name, spec)
     return self._stores[(name, states)]
 
-  def _open_zarr(self, name: str, spec: dict[str, Any]) -> tuple[ts.TensorStore, str]:
+  def _open_zarr(self, name: str, spec: dict[str, Any]) -> tuple[ts.TensorStore, str, dict[str, Any]]:
     kvstore = spec.get("kvstore") or {}
     rel = kvstore.get("path") or spec.get("path")
     if not isinstance(rel, str) or not rel:
@@ -176,6 +195,9 @@ class T5XCheckpointIndex:
       raise CheckpointCorruptError(f"tensorstore path {rel!r} for {name!r} in {self.file} leaves the "
                                    f"checkpoint directory {self.directory}; only relative paths inside it are read")
     location = f"{self.directory}/{norm}"
+    if not fs.is_remote(location):
+      entries.check(location, self.root, f"zarr array folder for {name!r} (listed in {self.file})", folder=True)
+    zarray = check_zarray(location, name, self.root)
     try:
       store = ts.open({"driver": "zarr", "kvstore": fs.kvstore_spec(location)}, open=True, read=True).result()
     except ValueError as e:
@@ -190,7 +212,7 @@ class T5XCheckpointIndex:
     if meta.get("dtype") is not None and stored != meta["dtype"]:
       raise CheckpointCorruptError(f"zarr array {location}/.zarray has dtype {stored!r} but {self.file} "
                                    f"records {meta['dtype']!r} for {name!r}")
-    return store, location
+    return store, location, zarray
 
   def read(self, name: str, index: Any = None, *, states: bool = False, allow_nonfinite: bool = False) -> np.ndarray:
     """One leaf (or `leaf[index]`) as a writable np.ndarray, checked: a target leaf must
@@ -203,8 +225,8 @@ class T5XCheckpointIndex:
       self._verify(key, leaf)
       arr = np.array(leaf if index is None else leaf[index])
     else:
-      store, location = self._store(name, leaf, states)
-      _check_chunks(store, location)
+      store, location, zarray = self._store(name, leaf, states)
+      _check_chunks(zarray, location, self.root)
       try:
         arr = np.asarray(store[index].read().result() if index is not None else store.read().result())
       except ValueError as e:
@@ -222,17 +244,113 @@ class T5XCheckpointIndex:
       self._verified.add(key)
 
 
-def _check_chunks(store: ts.TensorStore, location: str) -> None:
-  """Every chunk must be stored; a missing one would read as zeros or as the fill value."""
-  meta = store.spec().to_json().get("metadata", {})  # with a fill value too: a lost chunk is not zeros
-  sep = meta.get("dimension_separator", ".")
-  grid = [-(-n // c) for n, c in zip(meta["shape"], meta["chunks"])]
-  want = {sep.join(map(str, idx)) for idx in np.ndindex(*grid)} if grid else {"0"}
-  have = set(fs.list_files(location))
-  missing = sorted(want - have)
-  if missing:
-    raise CheckpointCorruptError(f"zarr array {location} is missing chunk files {missing[:5]} "
-                                 f"({len(missing)} of {len(want)})")
+def _fail_zarray(location: str, name: str, what: str) -> CheckpointCorruptError:
+  return CheckpointCorruptError(f"zarr array {location} (for {name!r}): {location}/.zarray {what}")
+
+
+def check_zarray(location: str, name: str, root: str) -> dict[str, Any]:
+  """The `.zarray` of a zarr v2 array as a dict, refused by name when it uses anything
+  this reader does not implement: an order other than C, filters, a compressor outside
+  ZARR_COMPRESSORS, a dtype outside ZARR_DTYPES, shapes and chunks that are not lists
+  of counts of equal length, a dimension_separator other than '.' or '/'."""
+  path = f"{location}/.zarray"
+  try:
+    if fs.is_remote(path):
+      raw = fs.read_bytes(path)
+    else:
+      raw = entries.read_bytes(path, root, f"zarr metadata for {name!r}", max_bytes=MAX_ZARRAY_BYTES)
+    meta = json.loads(raw)
+  except FileNotFoundError:
+    raise CheckpointCorruptError(f"zarr array {location} (for {name!r}) has no .zarray file") from None
+  except (ValueError, UnicodeDecodeError) as e:
+    if isinstance(e, CheckpointCorruptError):
+      raise
+    raise _fail_zarray(location, name, f"is not valid JSON: {e}") from None
+  if not isinstance(meta, dict):
+    raise _fail_zarray(location, name, f"must be a JSON object, found {type(meta).__name__}")
+  if meta.get("zarr_format") != 2:
+    raise _fail_zarray(location, name, f"has zarr_format {meta.get('zarr_format')!r}; only zarr v2 (2) is read")
+  if meta.get("order", "C") != "C":
+    raise _fail_zarray(location, name, f"has order {meta.get('order')!r}; only C order (what T5X writes) is read")
+  if meta.get("filters") is not None:
+    raise _fail_zarray(location, name, f"has filters {meta['filters']!r}; filters are not read (T5X writes none)")
+  compressor = meta.get("compressor")
+  cid = compressor.get("id") if isinstance(compressor, dict) else compressor
+  if (compressor is not None and not isinstance(compressor, dict)) or cid not in ZARR_COMPRESSORS:
+    raise _fail_zarray(location, name, f"has compressor {cid!r}; read are {list(ZARR_COMPRESSORS)}")
+  if meta.get("dtype") not in ZARR_DTYPES:
+    raise _fail_zarray(location, name, f"has dtype {meta.get('dtype')!r}; read are {list(ZARR_DTYPES)}")
+  shape, chunks = meta.get("shape"), meta.get("chunks")
+  counts = lambda v, low: isinstance(v, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= low
+                                                      for n in v)
+  if not counts(shape, 0):
+    raise _fail_zarray(location, name, f"has shape {shape!r}; expected a list of sizes")
+  if not counts(chunks, 1) or len(chunks) != len(shape):
+    raise _fail_zarray(location, name, f"has chunks {chunks!r}; expected {len(shape)} positive chunk sizes")
+  if meta.get("dimension_separator", ".") not in (".", "/"):
+    raise _fail_zarray(location, name, f"has dimension_separator {meta['dimension_separator']!r}; expected '.' "
+                                       "or '/'")
+  return meta
+
+
+def _chunk_index(name: str, sep: str, grid: list[int]) -> tuple[int, ...] | None:
+  """The grid index a chunk file name stands for, or None when it names no chunk."""
+  if not grid:  # a 0-d array has one chunk, "0"
+    return (0,) if name == "0" else None
+  parts = name.split(sep)
+  if len(parts) != len(grid) or not all(p.isdigit() and (p == "0" or not p.startswith("0")) for p in parts):
+    return None
+  index = tuple(int(p) for p in parts)
+  return index if all(i < n for i, n in zip(index, grid)) else None
+
+
+def _grid_indices(grid: list[int]) -> Iterator[tuple[int, ...]]:
+  """Chunk indices in C order, lazily (itertools.product would first list each range)."""
+  for flat in range(math.prod(grid)):
+    index = []
+    for n in reversed(grid):
+      flat, i = divmod(flat, n)
+      index.append(i)
+    yield tuple(reversed(index))
+
+
+def _check_chunks(zarray: dict[str, Any], location: str, root: str) -> None:
+  """Every chunk must be a readable regular file inside the checkpoint: tensorstore
+  reads a missing chunk (or a dangling link, or /dev/zero) as the fill value, zeros.
+  Counts without listing the whole grid, so a .zarray declaring 2^40 chunks is cheap."""
+  sep = zarray.get("dimension_separator", ".")
+  grid = [-(-n // c) for n, c in zip(zarray["shape"], zarray["chunks"])]
+  want = math.prod(grid)
+  if fs.is_remote(location):
+    names = {n: None for n in fs.list_files(location)}
+  else:
+    try:  # checked again at each read: the folder may have changed since it was opened
+      entries.check(location, root, "zarr array folder", folder=True)
+    except FileNotFoundError:
+      raise CheckpointCorruptError(f"zarr array folder {location} does not exist (any more)") from None
+    names = {n: entries.problem(p, root) for n, p in entries.walk(location, root)}
+  present, broken = set(), {}
+  for name, found in names.items():
+    index = _chunk_index(name, sep, grid)
+    if index is None:
+      continue
+    if found is None:
+      present.add(index)
+    elif found[1]:  # no content: a dangling link, unreadable
+      broken[name] = found[0]
+    else:
+      raise entries.CheckpointEntryError(f"zarr chunk {location}/{name} {found[0]}")
+  if len(present) == want:
+    return
+  shown = []
+  for index in _grid_indices(grid) if grid else [(0,)]:
+    if index not in present:
+      name = sep.join(map(str, index))
+      shown.append(f"{location}/{name} {broken[name]}" if name in broken else name)
+      if len(shown) == 5:
+        break
+  raise CheckpointCorruptError(f"zarr array {location} is missing chunk files {shown} "
+                               f"({want - len(present)} of {want}); a missing chunk would read as zeros")
 
 
 @functools.lru_cache(maxsize=4)
@@ -244,6 +362,8 @@ def _cached_index(file: str, directory: str, stamp: tuple[int, int]) -> T5XCheck
 def open_t5x_checkpoint(path: str) -> T5XCheckpointIndex:
   """Parse (once, cached by file size and mtime) the msgpack file of a checkpoint."""
   file, directory = _resolve(path)
+  if not fs.is_remote(file):
+    entries.check(file, entries.checkpoint_root(directory), "T5X checkpoint file")
   return _cached_index(file, directory, fs.stamp(file))
 
 

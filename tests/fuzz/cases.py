@@ -14,6 +14,8 @@ import json
 import os
 import pathlib
 import shutil
+import signal
+import stat
 from typing import Any, Callable
 
 import ml_dtypes
@@ -64,17 +66,51 @@ def _equal(got: Any, want: Any) -> bool:
   return got == want
 
 
-def _snapshot(root: pathlib.Path) -> dict[str, bytes]:
-  files = (pathlib.Path(d) / f for d, _, names in os.walk(root) for f in names)
-  return {str(p.relative_to(root)): p.read_bytes() for p in files}
+def _snapshot(root: pathlib.Path) -> dict[str, Any]:
+  """Every entry under `root` without following links or opening FIFOs and devices:
+  bytes of regular files, the target of symlinks, the kind of anything else."""
+  out: dict[str, Any] = {}
+  for d, dirs, names in os.walk(root):
+    for name in dirs + names:
+      p = pathlib.Path(d) / name
+      st = p.lstat()
+      if stat.S_ISLNK(st.st_mode):
+        out[str(p.relative_to(root))] = ("link", os.readlink(p))
+      elif stat.S_ISREG(st.st_mode):
+        out[str(p.relative_to(root))] = p.read_bytes()
+      elif not stat.S_ISDIR(st.st_mode):
+        out[str(p.relative_to(root))] = ("special", stat.S_IFMT(st.st_mode))
+  return out
 
 
-def run_case(name: str, folder: pathlib.Path) -> str:
+class _NoAnswer(Exception):
+  """Raised by SIGALRM when a case runs past its time limit."""
+
+
+def _call(load: Callable[[], Any], timeout_s: float | None) -> Any:
+  """load(), interrupted with _NoAnswer after timeout_s (a FIFO or a stuck read hangs)."""
+  if not timeout_s:
+    return load()
+  def _alarm(signum, frame):
+    raise _NoAnswer()
+  previous = signal.signal(signal.SIGALRM, _alarm)
+  signal.setitimer(signal.ITIMER_REAL, timeout_s)
+  try:
+    return load()
+  finally:
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def run_case(name: str, folder: pathlib.Path, timeout_s: float | None = 120) -> str:
+  """Build, load and classify one case; a load that runs past timeout_s is 'other'."""
   folder.mkdir(parents=True, exist_ok=True)
   load, expect = CASES[name](folder)
   before = _snapshot(folder)
   try:
-    got = load()
+    got = _call(load, timeout_s)
+  except _NoAnswer:
+    return f"other: no answer within {timeout_s:g} s"
   except BaseException as e:  # SystemExit included: the CLIs' readers refuse with it
     if isinstance(e, KeyboardInterrupt):
       raise

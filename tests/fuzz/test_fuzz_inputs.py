@@ -2,7 +2,9 @@
 loads equal to the original (tests/fuzz/cases*.py build them)."""
 import cases
 import cases_data  # noqa: F401  (registers its cases)
+import cases_entries  # noqa: F401
 import cases_more  # noqa: F401
+import cases_readers  # noqa: F401
 import pytest
 
 
