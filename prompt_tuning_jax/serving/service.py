@@ -167,7 +167,7 @@ class Service:
     """POST /v1/prompts (blocking: call from a thread). A full bank is grown and its new
     shapes compiled first, in this thread, while serving goes on at the old shapes."""
     try:
-      location = self.registry.inside(path)
+      location = registry_lib.resolve_entry(self.registry.inside(path))
       name = registry_lib.check_name(name if name is not None else registry_lib.entry_name(path))
       prompt = self.registry.load(location)
     except registry_lib.RegistryError as e:
