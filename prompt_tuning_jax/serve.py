@@ -11,23 +11,23 @@ folder) is served under its name without extension (`rte.npy` is `rte`). API: PO
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from typing import Sequence
 
 from prompt_tuning_jax import cli
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@cli.command
+def main(argv: Sequence[str]) -> int:
   from prompt_tuning_jax.serving import server  # light: its heavy imports happen in build()
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli.ArgumentParser(description=__doc__)
   server.add_flags(parser)
   args = cli.parse(parser, argv, defaults=["runs/score.gin"])
   server.check_flags(args)
   from prompt_tuning_jax.evaluators import scorer  # pylint: disable=g-import-not-at-top
   model_config = cli.build_config(scorer.ScoreConfig).model
+  cli.check_model(model_config)
   return server.serve(args, model_config)
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  raise SystemExit(main())

@@ -53,6 +53,8 @@ def check_flags(args: argparse.Namespace) -> None:
       raise SystemExit(f"--{flag}={getattr(args, flag)}: must be >= 1")
   if args.max_wait_ms < 0 or args.request_timeout_s <= 0:
     raise SystemExit("--max_wait_ms must be >= 0 and --request_timeout_s > 0")
+  if "://" not in args.prompt_dir and not os.path.isdir(args.prompt_dir):
+    raise SystemExit(f"--prompt_dir={args.prompt_dir}: not a folder (a registry of prompts as `export` writes them)")
   if not 0 <= args.port < 65536:
     raise SystemExit(f"--port={args.port}: expected 0..65535")
   rows = _ints("row_buckets", args.row_buckets)
