@@ -13,7 +13,10 @@ import math
 
 import numpy as np
 
-_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+# 3.0 differs from 2.0 only in decoding the header as utf-8 (non-ASCII field names of
+# structured dtypes); its length field and layout are 2.0's, so 2.0's reader reads it.
+_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0,
+            (3, 0): np.lib.format.read_array_header_2_0}
 
 
 class NpyHeaderError(ValueError):
@@ -25,12 +28,9 @@ def read_header(data: bytes, source: str) -> tuple[tuple[int, ...], bool, np.dty
   f = io.BytesIO(data)
   try:
     version = np.lib.format.read_magic(f)
-    if version in _READERS:
-      shape, fortran, dtype = _READERS[version](f)
-    elif version == (3, 0) and hasattr(np.lib.format, "_read_array_header"):  # utf-8 header; no public reader
-      shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # pylint: disable=protected-access
-    else:
+    if version not in _READERS:
       raise ValueError(f".npy format version {version[0]}.{version[1]} is not one numpy writes")
+    shape, fortran, dtype = _READERS[version](f)
   except ValueError as e:
     raise NpyHeaderError(f"{source} is not a readable .npy file: {e}") from None
   return tuple(int(n) for n in shape), bool(fortran), dtype, f.tell()

@@ -9,7 +9,7 @@ import torch
 import transformers
 from safetensors.numpy import save_file
 
-from prompt_tuning_jax.checkpoints import hf, t5x, tree
+from prompt_tuning_jax.checkpoints import entries, hf, t5x, tree
 from prompt_tuning_jax.checkpoints.validation import (
   CheckpointMismatchError,
   param_shapes,
@@ -171,3 +171,63 @@ def test_refuses_missing_unknown_and_misshaped_keys(tiny):
     hf.hf_to_t5x(untied_missing, config)
   with pytest.raises(ValueError, match="feed_forward_proj='gated-silu'"):
     hf.hf_to_t5x(state, dict(config, feed_forward_proj="gated-silu"))
+
+
+# ----------------------------------------------------------------------------- entries: links, FIFOs, the hub cache
+def _hub_cache(tmp_path, tiny):
+  """The layout huggingface_hub writes: models--org--name/snapshots/<rev>/<file> -> ../../blobs/<sha256>."""
+  import hashlib
+  src = hf.save_hf_checkpoint(str(tmp_path / "src"), tiny, SIZES["tiny_inline"])
+  root = tmp_path / "hub" / "models--org--tiny"
+  snapshot = root / "snapshots" / ("ab" * 20)
+  (root / "blobs").mkdir(parents=True)
+  snapshot.mkdir(parents=True)
+  for name in sorted(os.listdir(src)):
+    data = open(os.path.join(src, name), "rb").read()
+    blob = root / "blobs" / hashlib.sha256(data).hexdigest()
+    blob.write_bytes(data)
+    os.symlink(os.path.join("..", "..", "blobs", blob.name), snapshot / name)
+  return snapshot
+
+
+def test_hub_cache_snapshot_loads_bit_identical(tmp_path, tiny):
+  snapshot = _hub_cache(tmp_path, tiny)
+  assert all(os.path.islink(snapshot / n) for n in os.listdir(snapshot))
+  _assert_bit_identical(hf.load_hf_checkpoint(str(snapshot))[0], tiny)
+
+
+def test_hub_cache_links_stay_inside_the_models_cache_root(tmp_path, tiny):
+  snapshot = _hub_cache(tmp_path, tiny)
+  weights = snapshot / "model.safetensors"
+  other = tmp_path / "hub" / "models--org--other" / "blobs"
+  other.mkdir(parents=True)
+  os.rename(os.path.realpath(weights), other / "w")
+  os.remove(weights)
+  os.symlink(os.path.join("..", "..", "..", "models--org--other", "blobs", "w"), weights)
+  with pytest.raises(entries.CheckpointEntryError, match=r"model.safetensors resolves to .*models--org--other/blobs/w, "
+                                                         r"which leaves the checkpoint .*models--org--tiny"):
+    hf.load_hf_checkpoint(str(snapshot))
+  os.remove(weights)
+  os.symlink(os.path.join("..", "..", "blobs", "0" * 64), weights)  # not downloaded yet
+  with pytest.raises(entries.CheckpointEntryError, match="model.safetensors is a dangling symlink"):
+    hf.load_hf_checkpoint(str(snapshot))
+
+
+def test_config_or_weights_that_are_not_regular_files_are_refused(tmp_path, tiny):
+  path = hf.save_hf_checkpoint(str(tmp_path / "hf"), tiny, SIZES["tiny_inline"])
+  config = os.path.join(path, "config.json")
+  os.rename(config, tmp_path / "config.json")
+  os.mkfifo(config)  # reading it would block forever
+  with pytest.raises(entries.CheckpointEntryError, match="config.json is a FIFO"):
+    hf.load_hf_checkpoint(path)
+  os.remove(config)
+  os.symlink("/dev/zero", config)  # reading it would never end
+  with pytest.raises(entries.CheckpointEntryError, match="config.json resolves to /dev/zero"):
+    hf.load_hf_checkpoint(path)
+  os.remove(config)
+  os.symlink(tmp_path / "config.json", config)  # a real config, but outside the model folder
+  with pytest.raises(entries.CheckpointEntryError, match="leaves the checkpoint"):
+    hf.load_hf_checkpoint(path)
+  os.remove(config)
+  os.rename(tmp_path / "config.json", config)
+  _assert_bit_identical(hf.load_hf_checkpoint(path)[0], tiny)

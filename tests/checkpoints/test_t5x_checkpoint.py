@@ -1,5 +1,6 @@
 """T5X checkpoint reading/writing against the two real fixtures and hand-made trees."""
 import gzip
+import json
 import os
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import tensorstore as ts
 
-from prompt_tuning_jax.checkpoints import fs, t5x, tree
+from prompt_tuning_jax.checkpoints import entries, fs, t5x, tree
 from prompt_tuning_jax.checkpoints.t5x import (
   CheckpointCorruptError,
   CheckpointMismatchError,
@@ -318,3 +319,114 @@ def test_gcs_kvstore_spec():
       "driver": "gcs", "bucket": "t5-data", "path": "pretrained_models/x/checkpoint_1/target.a/"}
   with pytest.raises(ValueError, match="s3://"):
     fs.kvstore_spec("s3://bucket/x")
+
+
+# ----------------------------------------------------------------------------- entries and zarr metadata
+EMB = "target.token_embedder.embedding"
+
+
+def _copy(tmp_path, zarr_dir):
+  copy = tmp_path / "checkpoint_3"
+  shutil.copytree(zarr_dir, copy)
+  return copy
+
+
+def _ts_read(folder):
+  """The independent reference: tensorstore reading the zarr folder itself."""
+  return ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(folder)}}).result().read().result()
+
+
+def test_dangling_dev_zero_or_fifo_chunk_is_refused_not_read_as_zeros(tmp_path, zarr_dir):
+  copy = _copy(tmp_path, zarr_dir)
+  chunk = copy / EMB / "3.0"
+  os.remove(chunk)
+  os.symlink("../.git/annex/objects/Xy/Zw/SHA256E-s1--0/SHA256E-s1--0", chunk)  # an unfetched git-annex file
+  zeros = _ts_read(copy / EMB)
+  assert not zeros[12288:16384].any() and zeros[:12288].all()  # what a reader that follows the link gets
+  with pytest.raises(CheckpointCorruptError, match=r"missing chunk files \[.*3\.0 is a dangling symlink"):
+    t5x.read_t5x_array(str(copy), "token_embedder/embedding")
+  os.remove(chunk)
+  os.symlink("/dev/zero", chunk)
+  with pytest.raises(entries.CheckpointEntryError, match=r"3\.0 resolves to /dev/zero, which leaves the checkpoint"):
+    t5x.read_t5x_array(str(copy), "token_embedder/embedding")
+  os.remove(chunk)
+  os.mkfifo(chunk)  # tensorstore would block on it forever
+  with pytest.raises(entries.CheckpointEntryError, match=r"3\.0 is a FIFO"):
+    t5x.read_t5x_array(str(copy), "token_embedder/embedding")
+
+
+def test_links_inside_the_checkpoint_load_links_leaving_it_do_not(tmp_path, zarr_dir):
+  copy = _copy(tmp_path, zarr_dir)
+  (copy / ".objects").mkdir()
+  for name in os.listdir(copy):
+    if name.startswith("target."):
+      os.rename(copy / name, copy / ".objects" / name)
+      os.symlink(os.path.join(".objects", name), copy / name)
+  os.symlink(copy, tmp_path / "linked")  # the checkpoint folder itself reached through a link
+  want = t5x.read_t5x_checkpoint(zarr_dir).params
+  _assert_bit_identical(t5x.read_t5x_checkpoint(str(tmp_path / "linked")).params, want)
+  # The spec path stays 'target.token_embedder.embedding' (its text is inside); the real path is not.
+  shutil.copytree(copy / ".objects" / EMB, tmp_path / "elsewhere")
+  os.remove(copy / EMB)
+  os.symlink(tmp_path / "elsewhere", copy / EMB)
+  with pytest.raises(entries.CheckpointEntryError, match=f"{EMB} resolves to .*elsewhere, which leaves the checkpoint"):
+    t5x.read_t5x_array(str(copy), "token_embedder/embedding")
+
+
+@pytest.mark.parametrize("metadata", [
+    {"compressor": {"id": "gzip", "level": 1}, "chunks": [4096, 4]},  # what T5X writes
+    {"compressor": {"id": "zstd", "level": 3}, "chunks": [4096, 4]},  # jax array serialization
+    {"compressor": None, "chunks": [5000, 3]},
+    {"compressor": {"id": "gzip", "level": 9}, "chunks": [1000, 2], "dimension_separator": "/"},
+])
+def test_zarr_layouts_read_equal_to_tensorstore(tmp_path, zarr_dir, metadata):
+  copy = _copy(tmp_path, zarr_dir)
+  want = _ts_read(copy / EMB)
+  shutil.rmtree(copy / EMB)
+  spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": str(copy / EMB)},
+          "metadata": dict(metadata, shape=list(want.shape), dtype="<f4")}
+  ts.open(spec, create=True).result().write(want).result()
+  on_disk = json.loads((copy / EMB / ".zarray").read_text())
+  assert on_disk["compressor"] == metadata["compressor"] and on_disk["chunks"] == metadata["chunks"]
+  np.testing.assert_array_equal(t5x.read_t5x_array(str(copy), "token_embedder/embedding"), want)
+  np.testing.assert_array_equal(t5x.read_t5x_array(str(copy), "token_embedder/embedding", (slice(4000, 9000),)),
+                                want[4000:9000])
+
+
+@pytest.mark.parametrize("change,named", [
+    ({"order": "F"}, "order 'F'"), ({"filters": [{"id": "delta", "dtype": "<f4"}]}, "filters"),
+    ({"compressor": {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1}}, "compressor 'blosc'"),
+    ({"dtype": "<c8"}, "dtype '<c8'"), ({"zarr_format": 3}, "zarr_format 3"),
+    ({"chunks": [0, 4]}, "chunks"), ({"dimension_separator": "_"}, "dimension_separator"),
+])
+def test_zarr_metadata_not_implemented_is_refused_by_name(tmp_path, zarr_dir, change, named):
+  copy = _copy(tmp_path, zarr_dir)
+  zarray = copy / EMB / ".zarray"
+  zarray.write_text(json.dumps(dict(json.loads(zarray.read_text()), **change)))
+  if "order" in change:  # tensorstore honours it, and the C-order bytes come back permuted
+    assert not np.array_equal(_ts_read(copy / EMB), _ts_read(zarr_dir + "/" + EMB))
+  with pytest.raises(CheckpointCorruptError, match=f"{EMB}/.zarray has {named}"):
+    t5x.read_t5x_array(str(copy), "token_embedder/embedding")
+
+
+def test_huge_declared_chunk_grid_is_counted_not_listed(tmp_path, zarr_dir):
+  copy = _copy(tmp_path, zarr_dir)
+  raw = msgpack.unpackb((copy / "checkpoint").read_bytes(), raw=False, strict_map_key=False)
+  raw["optimizer"]["target"]["token_embedder"]["embedding"].pop("metadata")
+  (copy / "checkpoint").write_bytes(msgpack.packb(raw, use_bin_type=True))
+  zarray = copy / EMB / ".zarray"
+  zarray.write_text(json.dumps(dict(json.loads(zarray.read_text()), shape=[1 << 40, 4], chunks=[4096, 4])))
+  with pytest.raises(CheckpointCorruptError, match=r"missing chunk files \['8\.0', '9\.0'.*268435448 of 268435456"):
+    t5x.read_t5x_array(str(copy), "token_embedder/embedding")
+
+
+def test_msgpack_file_through_dev_zero_or_fifo_is_refused(tmp_path, zarr_dir):
+  copy = _copy(tmp_path, zarr_dir)
+  os.remove(copy / "checkpoint")
+  os.symlink("/dev/zero", copy / "checkpoint")  # read whole, it would never end
+  with pytest.raises(entries.CheckpointEntryError, match="checkpoint resolves to /dev/zero"):
+    t5x.read_t5x_checkpoint(str(copy))
+  os.remove(copy / "checkpoint")
+  os.mkfifo(copy / "checkpoint")
+  with pytest.raises(entries.CheckpointEntryError, match="checkpoint is a FIFO"):
+    t5x.read_t5x_checkpoint(str(copy))
