@@ -53,4 +53,4 @@ def get_vocabulary() -> seqio.SentencePieceVocabulary:
 superglue.register_superglue(get_vocabulary(), str(SAMPLES_DIR))
 
 # The other task families register on import too, so MIXTURE_OR_TASK_MODULE="prompt_tuning_jax.tasks" finds them.
-from prompt_tuning_jax.tasks import demo, glue, mrqa  # noqa: E402,F401
+from prompt_tuning_jax.tasks import demo, glue, lm_adaptation, mrqa  # noqa: E402,F401

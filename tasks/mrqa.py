@@ -1,14 +1,20 @@
-"""MRQA 2019 as SeqIO tasks for the paper's domain-shift study (Table 1): train on SQuAD,
-select on SQuAD dev, score zero-shot on six out-of-domain dev sets.
+"""SQuAD and MRQA 2019 as SeqIO tasks for the paper's domain-shift study (Table 1): train
+on SQuAD, select on SQuAD dev F1 (paper footnote 11), score zero-shot on six out-of-domain
+dev sets.
 
-Format: T5's SQuAD text format, which has no task name (so it is already "taskless"):
-`question: <q> context: <c>` -> the first gold answer (training); evaluation keeps every
-gold answer and scores SQuAD-normalised exact match and token F1, max over the answers.
+Format: T5's `squad` preprocessor exactly (t5.data.preprocessors.squad, which the paper's
+appendix A.3 names for SQuAD and MRQA): question, context and every answer get spaces
+around each punctuation character and runs of whitespace collapsed to one space
+(`pad_punctuation`), then `question: <q> context: <c>` -> the first padded answer; evaluation
+keeps every padded answer and scores SQuAD-normalised EM and token F1, max over the answers.
+Tested byte for byte against t5==0.9.4 (tests/tasks/test_mrqa.py).
 
-Data: TFDS `mrqa/<config>` by default (SQuAD: train/validation; the out-of-domain sets'
-dev data is TFDS's `test` split, exposed here as `validation`). Offline: set
-`PTJ_MRQA_DIR` (or `set_data_dir`) to a folder holding the official MRQA files as
-downloaded, `<dir>/train/SQuAD.jsonl.gz` and `<dir>/dev/<Name>.jsonl.gz`.
+Data, as the paper (appendix A.3): SQuAD from TFDS `squad/v1.1:3.0.0` (offline:
+`PTJ_SQUAD_DIR` / `set_squad_dir`, a folder holding the official `train-v1.1.json` and
+`dev-v1.1.json`, the files TFDS builds it from); the out-of-domain sets are the dev files the
+MRQA shared task distributes, from TFDS `mrqa/<config>` (their `test` split, exposed here as
+`validation`) or, offline, `PTJ_MRQA_DIR` (or `set_data_dir`) = a folder holding them as
+downloaded, `<dir>/dev/<Name>.jsonl.gz`.
 
 Tasks: `mrqa_squad` (train, validation) and `mrqa_<name>` (validation) for the names in
 `OUT_OF_DOMAIN`; `domain_shift_evaluator` (gin) is the training eval hook of Table 1.
@@ -29,9 +35,12 @@ from prompt_tuning_jax.evaluators import superglue_metrics
 from prompt_tuning_jax.tasks import sources, superglue
 
 ENV_DATA_DIR = "PTJ_MRQA_DIR"
-# name -> (TFDS config, {our split: TFDS split}, official file name)
+ENV_SQUAD_DIR = "PTJ_SQUAD_DIR"
+SQUAD_TFDS = "squad/v1.1:3.0.0"  # the paper's SQuAD (appendix A.3), as T5's squad_v010_allanswers
+SQUAD_FILES = {"train": "train-v1.1.json", "validation": "dev-v1.1.json"}
+SQUAD_SPLITS = ("train", "validation")
+# out-of-domain name -> (TFDS mrqa config, {our split: TFDS split}, official file name)
 DATASETS: dict[str, tuple[str, dict[str, str], str]] = {
-    "squad": ("squad", {"train": "train", "validation": "validation"}, "SQuAD.jsonl.gz"),
     "textbookqa": ("textbook_qa", {"validation": "test"}, "TextbookQA.jsonl.gz"),
     "bioasq": ("bio_asq", {"validation": "test"}, "BioASQ.jsonl.gz"),
     "race": ("race", {"validation": "test"}, "RACE.jsonl.gz"),
@@ -42,7 +51,7 @@ DATASETS: dict[str, tuple[str, dict[str, str], str]] = {
 OUT_OF_DOMAIN = ("textbookqa", "bioasq", "race", "relationextraction", "duorc", "drop")
 TFDS_VERSION = "1.0.0"
 _OFFICIAL_SPLIT = {"train": "train", "validation": "dev"}
-_settings: dict[str, str | None] = {"data_dir": None}
+_settings: dict[str, str | None] = {"data_dir": None, "squad_dir": None}
 
 
 class MrqaDataError(ValueError):
@@ -60,6 +69,15 @@ def set_data_dir(path: str | os.PathLike | None) -> None:
 
 def get_data_dir() -> str | None:
   return _settings["data_dir"] or os.environ.get(ENV_DATA_DIR) or None
+
+
+def set_squad_dir(path: str | os.PathLike | None) -> None:
+  """Read SQuAD v1.1 from the official `{train,dev}-v1.1.json` in `path` instead of TFDS."""
+  _settings["squad_dir"] = None if path is None else str(path)
+
+
+def get_squad_dir() -> str | None:
+  return _settings["squad_dir"] or os.environ.get(ENV_SQUAD_DIR) or None
 
 
 # ---------------------------------------------------------------------------- local files
@@ -97,6 +115,27 @@ def _context_rows(record: Mapping[str, Any], where: str) -> list[dict[str, Any]]
   return rows
 
 
+def read_squad_json(path: str | os.PathLike) -> list[dict[str, Any]]:
+  """An official SQuAD v1.1 file (`{"data": [{"paragraphs": [{"context", "qas": [{"id",
+  "question", "answers": [{"text"}]}]}]}]}`) -> flat rows, one per question, in file order."""
+  import json
+  path = Path(path)
+  if not path.exists():
+    raise MrqaDataError(f"SQuAD file {path} not found (expected the official train-v1.1.json / dev-v1.1.json, "
+                        f"set by ${ENV_SQUAD_DIR})")
+  try:
+    data = json.loads(path.read_text(encoding="utf-8"))["data"]
+    rows = [{"qid": str(qa["id"]), "question": qa["question"], "context": par["context"],
+             "answers": [a["text"] for a in qa["answers"]]}
+            for article in data for par in article["paragraphs"] for qa in par["qas"]]
+  except (ValueError, KeyError, TypeError) as e:
+    raise MrqaDataError(f"{path}: not an official SQuAD v1.1 file ({type(e).__name__}: {e})") from None
+  if not rows or not all(isinstance(r["question"], str) and isinstance(r["context"], str) and r["answers"]
+                         and all(isinstance(a, str) for a in r["answers"]) for r in rows):
+    raise MrqaDataError(f"{path}: needs questions with a string question, context and at least one answer text")
+  return rows
+
+
 def rows_to_dataset(rows: Sequence[Mapping[str, Any]]) -> tf.data.Dataset:
   """Flat rows -> the TFDS mrqa feature names we use (answers ragged)."""
   answers = tf.RaggedTensor.from_row_lengths(
@@ -107,7 +146,23 @@ def rows_to_dataset(rows: Sequence[Mapping[str, Any]]) -> tf.data.Dataset:
       "context": tf.constant([r["context"] for r in rows]), "answers": answers})
 
 
+def _squad_dataset(split: str, shuffle_files: bool = False, seed: int | None = None) -> tf.data.Dataset:
+  """SQuAD v1.1 (TFDS squad/v1.1:3.0.0, or the official JSON files) in our row schema."""
+  if split not in SQUAD_SPLITS:
+    raise ValueError(f"task 'mrqa_squad' has splits {list(SQUAD_SPLITS)}, not {split!r}")
+  local = get_squad_dir()
+  if local:
+    return rows_to_dataset(read_squad_json(Path(local) / SQUAD_FILES[split]))
+  import tensorflow_datasets as tfds
+  ds = tfds.load(SQUAD_TFDS, split=split, shuffle_files=shuffle_files, data_dir=sources.get_tfds_data_dir(),
+                 read_config=tfds.ReadConfig(shuffle_seed=seed))
+  return ds.map(lambda x: {"qid": x["id"], "question": x["question"], "context": x["context"],
+                           "answers": x["answers"]["text"]})
+
+
 def _dataset_fn(name: str) -> Callable[..., tf.data.Dataset]:
+  if name == "squad":
+    return _squad_dataset
   tfds_config, splits, file_name = DATASETS[name]
 
   def load(split: str, shuffle_files: bool = False, seed: int | None = None) -> tf.data.Dataset:
@@ -126,11 +181,24 @@ def _dataset_fn(name: str) -> Callable[..., tf.data.Dataset]:
 
 # ------------------------------------------------------------------ text, postprocess, metric
 
+def pad_punctuation(text: tf.Tensor) -> tf.Tensor:
+  """A space on each side of every ASCII punctuation character, then every run of whitespace
+  as one space (T5's SQuAD text normalisation; the same two regexes)."""
+  return tf.strings.regex_replace(tf.strings.regex_replace(text, r"([[:punct:]])", r" \1 "), r"\s+", " ")
+
+
+def join_words(parts: Sequence[tf.Tensor | str]) -> tf.Tensor:
+  """Parts joined by one space, runs of whitespace collapsed (T5's `_string_join`)."""
+  return tf.strings.regex_replace(tf.strings.join(parts, separator=" "), r"\s+", " ")
+
+
 @seqio.map_over_dataset
 def squad_text(x: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-  """T5's SQuAD format: 'question: <q> context: <c>' -> the first answer; all answers kept."""
-  return {"inputs": tf.strings.join(["question:", x["question"], "context:", x["context"]], separator=" "),
-          "targets": x["answers"][0], "answers": x["answers"], "qid": x["qid"]}
+  """T5's `squad` format: 'question: <q> context: <c>' over punctuation-padded text -> the first
+  padded answer; all padded answers kept for the metric."""
+  answers = pad_punctuation(x["answers"])
+  inputs = join_words(["question:", pad_punctuation(x["question"]), "context:", pad_punctuation(x["context"])])
+  return {"inputs": inputs, "targets": answers[0], "answers": answers, "qid": x["qid"]}
 
 
 def qa_postprocess(output: Any, example: Mapping[str, Any] | None = None, is_target: bool = False) -> Any:
@@ -150,17 +218,21 @@ def _add_task(name: str, vocabulary: seqio.Vocabulary) -> None:
   if full in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(full)
   seqio.TaskRegistry.add(
-      full, source=seqio.FunctionDataSource(_dataset_fn(name), splits=tuple(DATASETS[name][1])),
+      full, source=seqio.FunctionDataSource(_dataset_fn(name), splits=task_splits(name)),
       preprocessors=[squad_text, seqio.preprocessors.tokenize, seqio.CacheDatasetPlaceholder(),
                      seqio.preprocessors.append_eos_after_trim],
       output_features=superglue.output_features(vocabulary), postprocess_fn=qa_postprocess,
       metric_fns=[squad_metric])
 
 
+def task_splits(name: str) -> tuple[str, ...]:
+  return SQUAD_SPLITS if name == "squad" else tuple(DATASETS[name][1])
+
+
 def register_mrqa() -> None:
-  """Registers `mrqa_<name>` for every name in DATASETS (re-registering is safe)."""
+  """Registers `mrqa_squad` and `mrqa_<name>` for every out-of-domain name (re-registering is safe)."""
   vocabulary = vocab_lib.load_vocabulary()
-  for name in DATASETS:
+  for name in ("squad",) + OUT_OF_DOMAIN:
     _add_task(name, vocabulary)
 
 

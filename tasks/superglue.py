@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+import gin
 import seqio
 import tensorflow as tf
 
@@ -323,6 +324,116 @@ def _add_task(name: str, task: str, taskless: bool, source: seqio.DataSource,
       postprocess_fn=postprocess_fn(task), metric_fns=metric_fns(task))
 
 
+# ------------------------------------------- Figure 3(c): span corruption + sentinel
+def sentinel_id(vocabulary: seqio.Vocabulary) -> int:
+  """<extra_id_0>, the first sentinel: the vocabulary's last id (as seqio/T5 count them)."""
+  return vocabulary.vocab_size - 1
+
+
+def add_sentinel_to_targets(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature],
+                            **unused: Any) -> tf.data.Dataset:
+  """Token preprocessor: <extra_id_0> before every target ([n] -> [n + 1] ids), the form a
+  span-corruption model writes; the paper's Figure 3(c) "Span Corruption + Sentinel"."""
+  first = sentinel_id(output_features["targets"].vocabulary)
+
+  @seqio.map_over_dataset
+  def add(x):
+    x = dict(x)
+    x["targets"] = tf.concat([tf.constant([first], x["targets"].dtype), x["targets"]], axis=0)
+    return x
+
+  return add(dataset)
+
+
+def strip_sentinel(postprocess: Callable[..., Any], vocabulary: seqio.Vocabulary) -> Callable[..., Any]:
+  """The task's postprocess, after removing a leading '<extra_id_0>' from decoded outputs."""
+  marker = vocabulary.decode([sentinel_id(vocabulary)])
+
+  def fn(output: Any, example: Any = None, is_target: bool = False) -> Any:
+    if not is_target:
+      text = _text(output)
+      output = text[len(marker):].strip() if text.startswith(marker) else text
+    return postprocess(output, example=example, is_target=is_target)
+
+  return fn
+
+
+def sentinel_task_name(name: str) -> str:
+  return name + "_sentinel"
+
+
+def _add_sentinel_task(name: str, vocabulary: seqio.Vocabulary) -> None:
+  """`<name>_sentinel`: the registered task with <extra_id_0> before each target."""
+  base = seqio.TaskRegistry.get(name)
+  steps = list(base.preprocessors)
+  steps.insert(len(steps) - 1, add_sentinel_to_targets)  # before append_eos_after_trim
+  new = sentinel_task_name(name)
+  if new in seqio.TaskRegistry.names():
+    seqio.TaskRegistry.remove(new)
+  seqio.TaskRegistry.add(new, source=base.source, preprocessors=steps, output_features=base.output_features,
+                         postprocess_fn=strip_sentinel(base.postprocessor, vocabulary), metric_fns=base.metric_fns)
+
+
+# --------------------------------- Figure 1 "Model Tuning (Multi-task)": T5's mixture + DPR
+DPR_TFDS = "definite_pronoun_resolution:1.1.0"  # T5's dpr_v001_simple source
+DPR_RATE = 1_322.  # T5's SUPER_GLUE_WEIGHT_MAPPING: training examples
+MULTITASK_MIXTURE = "superglue_multitask"
+
+
+@seqio.map_over_dataset
+def dpr_text(x: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+  """DPR as T5's `definite_pronoun_resolution_simple`: 'wsc: <sentence, first pronoun as
+  *pronoun*>' -> the correct candidate."""
+  marked = tf.strings.regex_replace(x["sentence"], tf.strings.join([r" (", x["pronoun"], r")( |\.|,)"]),
+                                    r" *\1*\2", replace_global=False)
+  return {"inputs": tf.strings.join(["wsc:", marked], separator=" "),
+          "targets": x["candidates"][x["label"]]}
+
+
+def _dpr_source() -> seqio.DataSource:
+  def load(split: str, shuffle_files: bool = False, seed: int | None = None) -> tf.data.Dataset:
+    import tensorflow_datasets as tfds
+    return tfds.load(DPR_TFDS, split=split, shuffle_files=shuffle_files, data_dir=sources.get_tfds_data_dir(),
+                     read_config=tfds.ReadConfig(shuffle_seed=seed))
+  return seqio.FunctionDataSource(load, splits=("train", "test"))
+
+
+def _add_dpr(vocabulary: seqio.Vocabulary) -> None:
+  if "dpr_simple" in seqio.TaskRegistry.names():
+    seqio.TaskRegistry.remove("dpr_simple")
+  seqio.TaskRegistry.add(
+      "dpr_simple", source=_dpr_source(),
+      preprocessors=[dpr_text, seqio.preprocessors.tokenize, seqio.CacheDatasetPlaceholder(),
+                     seqio.preprocessors.append_eos_after_trim],
+      output_features=output_features(vocabulary), metric_fns=[accuracy_metric])
+
+
+def multitask_rates() -> dict[str, float]:
+  """T5's `super_glue_v102_proportional`: the eight tasks WITH their task names (T5's format;
+  the paper's multi-task baseline keeps "a text prefix indicating the task name") plus DPR,
+  each at its number of training examples (examples-proportional mixing)."""
+  return {**{task_name(t): r for t, r in MIXTURE_RATES.items()}, "dpr_simple": DPR_RATE}
+
+
+@gin.configurable
+def multitask_evaluator(train_config: Any, model: Any, *, tasks: Sequence[str] = TASKS[:8],
+                        mode: str = "greedy") -> Callable[[Any, int], dict[str, float]]:
+  """Eval hook of the multi-task baseline: every SuperGLUE task's dev set (T5 format, task
+  names kept) in shared batches, metrics as '<task>/<metric>' (e.g. `eval/cb/macro_f1`); each
+  task's score is later read at that task's own best eval (per-task selection)."""
+  from prompt_tuning_jax.evaluators import config as eval_config_lib
+  from prompt_tuning_jax.evaluators import task_evaluator
+  multi = task_evaluator.MultiTaskEvaluator(
+      train_config.data, model, eval_config_lib.EvalConfig(mode=mode), [task_name(t) for t in tasks],
+      prompt_ids=[None] * len(tasks))
+
+  def evaluate(params: Any, step: int) -> dict[str, float]:
+    out = multi.evaluate(params, step)
+    return {f"{t}/{k}": v for t in tasks for k, v in out[task_name(t)].items()}
+
+  return evaluate
+
+
 def _add_mixture(name: str, rates: Mapping[str, float]) -> None:
   if name in seqio.MixtureRegistry.names():
     seqio.MixtureRegistry.remove(name)
@@ -361,3 +472,8 @@ def register_superglue(vocabulary: seqio.Vocabulary, samples_dir: str) -> None:
     _add_mixture(mixture_name(taskless, sample=True),
                  {task_name(t, taskless, sample=True): 1.0
                   for t in SAMPLE_TASKS})
+  for task in SAMPLE_TASKS:  # Figure 3(c): the taskless tasks with a sentinel before each target
+    _add_sentinel_task(task_name(task, taskless=True), vocabulary)
+    _add_sentinel_task(task_name(task, taskless=True, sample=True), vocabulary)
+  _add_dpr(vocabulary)
+  _add_mixture(MULTITASK_MIXTURE, multitask_rates())

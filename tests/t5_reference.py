@@ -1,6 +1,7 @@
 """T5's own postprocessors and QA metrics (`pip install --no-deps t5==0.9.4`), the reference
 for our scoring. Loaded by file so t5's package __init__ (which needs babel, mesh-tf, ...) never
 runs; a missing install fails loudly instead of skipping."""
+import functools
 import importlib.util
 import os
 
@@ -22,3 +23,9 @@ def postprocessors():
 
 def qa_utils():
   return _load("evaluation/qa_utils.py", "t5_reference_qa_utils")
+
+
+@functools.lru_cache(maxsize=None)  # loaded once: it registers gin configurables
+def preprocessors():
+  """t5.data.preprocessors (squad, prefix_lm, ...); needs `babel`, which it imports."""
+  return _load("data/preprocessors.py", "t5_reference_preprocessors")

@@ -2,16 +2,21 @@
 
 Rows follow the leaderboard's layout (as jiant writes it): `{"idx": i, "label": ...}` with
 BoolQ/WiC labels "true"/"false", WSC "True"/"False", COPA 0/1, CB/RTE/AX-b/AX-g the label
-names, ReCoRD the answer text per query, and MultiRC one row per paragraph with its
-questions' answers nested (`{"idx", "passage": {"questions": [{"idx", "answers": [{"idx",
-"label"}]}]}}`). Every test example gets a label: an output that maps to no label is written
-as the task's first label and counted in `invalid`.
+names, ReCoRD the answer text per query with its `idx` as a string (jiant's writer), and
+MultiRC one row per paragraph with its questions' answers nested (`{"idx", "passage":
+{"questions": [{"idx", "answers": [{"idx", "label"}]}]}}`). Every test example gets a label:
+an output that maps to no label is written as the task's first label and counted in
+`invalid`. After each file, `<output_dir>/superglue.zip` is rewritten to hold every
+`<Task>.jsonl` present, at the top of the archive under the names the leaderboard expects
+(BoolQ.jsonl, CB.jsonl, ..., AX-b.jsonl, AX-g.jsonl), the archive it takes as one upload.
 """
 from __future__ import annotations
 
 import collections
+import io
 import json
 import re
+import zipfile
 from typing import Any, Mapping, Sequence
 
 from prompt_tuning_jax.checkpoints import fs
@@ -50,7 +55,7 @@ def _label(key: str, pred: Any) -> tuple[Any, bool]:
 def leaderboard_rows(key: str, examples: Sequence[Mapping[str, Any]], preds: Sequence[Any]) -> tuple[list, int]:
   """-> (rows in the leaderboard's layout, number of invalid outputs written as a default)."""
   if key == "record":  # one example per query on the test split (no answers to expand)
-    rows = {int(ex["idx/query"]): pred["text"] for ex, pred in zip(examples, preds)}
+    rows = {str(int(ex["idx/query"])): pred["text"] for ex, pred in zip(examples, preds)}
     return [{"idx": q, "label": text} for q, text in rows.items()], 0
   invalid = 0
   if key == "multirc":
@@ -80,8 +85,25 @@ def write_submission(output_dir: str, task_name: str, examples: Sequence[Mapping
   rows, invalid = leaderboard_rows(key, examples, preds)
   path = fs.join(output_dir, LEADERBOARD_FILES[key] + ".jsonl")  # local or gs://
   fs.atomic_write(path, "".join(json.dumps(row) + "\n" for row in rows))
-  summary = {"file": path, "rows": len(rows), "invalid": invalid}
+  summary = {"file": path, "rows": len(rows), "invalid": invalid, "zip": write_zip(output_dir)}
   if key == "axg" and examples and all("pair_id" in ex for ex in examples):
     summary["gender_parity"] = superglue_metrics.gender_parity([int(ex["pair_id"]) for ex in examples],
                                                                 [r["label"] for r in rows])
   return summary
+
+
+ZIP_NAME = "superglue.zip"
+
+
+def write_zip(output_dir: str) -> str:
+  """`<output_dir>/superglue.zip` of every leaderboard file present there (flat, leaderboard
+  names, in LEADERBOARD_FILES order), written atomically -> its path."""
+  buf = io.BytesIO()
+  with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+    for name in LEADERBOARD_FILES.values():
+      path = fs.join(output_dir, name + ".jsonl")
+      if fs.exists(path):
+        archive.writestr(name + ".jsonl", fs.read_bytes(path))
+  path = fs.join(output_dir, ZIP_NAME)
+  fs.atomic_write(path, buf.getvalue())
+  return path

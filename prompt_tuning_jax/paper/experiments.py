@@ -1,7 +1,7 @@
 """The paper's experiments as a grid of runs: expand, print, launch in order, skip finished.
 
-An experiment (main, model_tuning, prompt_length, init, frozen_model, ensemble, transfer)
-expands into `Run`s, one output folder each under a root. A run's folder is named by
+An experiment (main, model_tuning, multitask_model_tuning, prompt_length, init, frozen_model,
+lm_adaptation, ensemble, transfer, domain_shift) expands into `Run`s, one output folder each under a root. A run's folder is named by
 what it varies, so the same setting reached from two experiments is one run: the
 prompt-length ablation's P = 100 points are the main result's runs. Each train run is a
 plain `python -m prompt_tuning_jax.train` command over the gin files in gin/paper/ (the
@@ -44,11 +44,25 @@ INIT_WORDS: dict[str, tuple[str, ...]] = {
 }
 TRANSFER_TARGETS = {"qqp": "mrpc", "mrpc": "qqp"}
 SEEDS = (0, 1, 2)  # the paper reports mean +- std of 3 runs per point
-QA_METRICS = ("f1", "em")  # SQuAD (Table 1): selection on their mean
+QA_METRIC = "f1"  # SQuAD (Table 1): "We select checkpoints based on SQuAD validation F1" (footnote 11)
+PARAPHRASE_METRICS = ("accuracy", "f1")  # Table 2 reports both: selection on their mean, as section 3
 KNOWN_TASKS = SUPERGLUE_TASKS + tuple(TRANSFER_TARGETS) + ("squad", "demo")
 PROMPT_LENGTHS = (1, 5, 20, 100, 150)
 INITS = ("uniform", "sampled_vocab", "class_labels")
-FROZEN_MODELS = ("span_corruption", "lm_adapted")
+# Figure 3(c): the frozen model's pre-training objective. "span_corruption": the public T5.1.1
+# checkpoint; "+ sentinel": the same model, <extra_id_0> before every target; "lm_adapted": the
+# public LM-adapted (100K) checkpoint, the default everywhere.
+FROZEN_MODELS = ("span_corruption", "span_corruption_sentinel", "lm_adapted")
+# Figure 3(d): LM-adaptation steps {0K, 10K, 50K, 100K}. 0K is the span-corruption checkpoint and
+# 100K the public lm100k one; only those two are published (t5x docs/models.md lists the LM-adapted
+# T5.1.1 at 100K only), so the kit makes 10K and 50K itself (`lm_adapt_<N>k`, runs "lm_adaptation/...").
+LM_ADAPTATION_STEPS = (0, 10_000, 50_000, 100_000)
+PUBLISHED_LM_STEPS = (0, 100_000)
+SPAN_CORRUPTION_STEP = 1_000_000  # the public T5.1.1 checkpoints: checkpoint_1000000
+# ReCoRD answers are free text; the paper gives no target length. The bundled samples' longest
+# answer is 10 pieces + EOS (4 sample answers exceed the SuperGLUE default of 8 with EOS), so
+# ReCoRD trains with targets of 16; every other task keeps 8.
+RECORD_TARGET_LENGTH = 16
 ENSEMBLE_SEEDS = (0, 1, 2, 3, 4)
 # Delta-tuning methods on the same frozen model (issue 13; not in the paper): gin/methods/<name>.gin.
 DELTA_METHODS = ("lora", "prefix", "adapters", "bitfit", "last_layers", "layer_norm", "said")
@@ -68,13 +82,20 @@ class Setting:
   method: str = "prompt_tuning"  # or "model_tuning"
   prompt_length: int = 100
   init: str = "class_labels"
-  frozen: str = "lm_adapted"
+  frozen: str = "lm_adapted"  # or FROZEN_MODELS / lm_adapt_<N>k (Figure 3(d), made by the kit)
   seed: int = 0
   target: str | None = None  # transfer runs: the task scored zero-shot
 
   @property
   def prompt(self) -> bool:
     return self.method == "prompt_tuning"
+
+  @property
+  def lm_steps(self) -> int | None:
+    """LM-adaptation steps of the frozen model (None: not an LM-adaptation-length point)."""
+    if self.frozen.startswith("lm_adapt_"):
+      return int(self.frozen[len("lm_adapt_"):-1]) * 1000
+    return {"span_corruption": 0, "lm_adapted": 100_000}.get(self.frozen)
 
   @property
   def relpath(self) -> str:
@@ -90,7 +111,10 @@ class Setting:
   @property
   def metric(self) -> str | tuple[str, ...]:
     """The dev metric(s) that pick the best checkpoint: the mean of the task's metrics."""
-    names = TASK_METRICS.get(self.task, QA_METRICS if self.task == "squad" else ("accuracy",))
+    if self.method == "multitask_model_tuning":  # early stopping keeps the mean over all tasks
+      return tuple(f"{t}/{m}" for t in SUPERGLUE_TASKS for m in TASK_METRICS[t])
+    names = TASK_METRICS.get(self.task) or {"squad": (QA_METRIC,)}.get(self.task) or (
+        PARAPHRASE_METRICS if self.task in TRANSFER_TARGETS else ("accuracy",))
     return names[0] if len(names) == 1 else names
 
   @property
@@ -133,24 +157,50 @@ def _grid(axis: str = "seed", values: Sequence = (0,)) -> Callable[[Sequence[str
   return lambda sizes, tasks: [Setting(t, z, **{axis: v}) for z in sizes for v in values for t in tasks]
 
 
+def _frozen_for(method: str) -> str:
+  """Model tuning starts from the public T5.1.1 (span-corruption) checkpoint: section 3.1, "we
+  tune the public T5.1.1 checkpoints"; prompt tuning freezes the LM-adapted one."""
+  return "span_corruption" if method in ("model_tuning", "multitask_model_tuning") else "lm_adapted"
+
+
+def _model_tuning(sizes: Sequence[str], tasks: Sequence[str]) -> list[Setting]:
+  return [Setting(t, z, method="model_tuning", frozen="span_corruption") for z in sizes for t in tasks]
+
+
+def _multitask(sizes: Sequence[str], tasks: Sequence[str]) -> list[Setting]:
+  """One run per size over T5's SuperGLUE mixture; its tasks are scored from that run."""
+  return [Setting("superglue", z, method="multitask_model_tuning", frozen="span_corruption") for z in sizes]
+
+
+def _lm_adaptation(sizes: Sequence[str], tasks: Sequence[str]) -> list[Setting]:
+  """Figure 3(d): prompt tuning on frozen models adapted 0K / 10K / 50K / 100K steps."""
+  frozen = {0: "span_corruption", 100_000: "lm_adapted"}
+  return [Setting(t, z, frozen=frozen.get(n, f"lm_adapt_{n // 1000}k")) for z in sizes
+          for n in LM_ADAPTATION_STEPS for t in tasks]
+
+
 def _domain_shift(sizes: Sequence[str], tasks: Sequence[str]) -> list[Setting]:
   """Table 1: model tuning and prompt tuning on SQuAD (no label words: sampled-vocab init)."""
-  return [Setting(t, z, method=m, init="sampled_vocab") for z in sizes for t in tasks
+  return [Setting(t, z, method=m, init="sampled_vocab", frozen=_frozen_for(m)) for z in sizes for t in tasks
           for m in ("model_tuning", "prompt_tuning")]
 
 
 def _transfer(sizes: Sequence[str], tasks: Sequence[str]) -> list[Setting]:
-  return [Setting(src, z, method=m, seed=s, target=TRANSFER_TARGETS[src])
+  return [Setting(src, z, method=m, seed=s, target=TRANSFER_TARGETS[src], frozen=_frozen_for(m))
           for z in sizes for src in tasks for m in ("model_tuning", "prompt_tuning") for s in TRANSFER_SEEDS]
 
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("main", "Figure 1 (prompt tuning) and its per-task SuperGLUE dev scores", _grid()),
-    Experiment("model_tuning", "Figure 1 (model tuning baseline)", _grid("method", ("model_tuning",))),
+    Experiment("model_tuning", "Figure 1 (model tuning baseline, public T5.1.1 checkpoints)", _model_tuning),
+    Experiment("multitask_model_tuning", "Figure 1 (Model Tuning (Multi-task): T5's SuperGLUE mixture with DPR, "
+               "2^20 tokens per batch, per-task selection)", _multitask),
     Experiment("prompt_length", "Figure 3(a) prompt length", _grid("prompt_length", PROMPT_LENGTHS)),
     Experiment("init", "Figure 3(b) prompt initialization", _grid("init", INITS)),
     Experiment("frozen_model", "Figure 3(c) pre-training objective of the frozen model",
                _grid("frozen", FROZEN_MODELS)),
+    Experiment("lm_adaptation", "Figure 3(d) LM-adaptation steps of the frozen model (10K and 50K made by "
+               "the kit)", _lm_adaptation),
     Experiment("ensemble", "Table 3 five-prompt ensemble", _grid("seed", ENSEMBLE_SEEDS), sizes=("xxl",),
                ensemble=True, seeded=False),
     Experiment("transfer", "Table 2 zero-shot transfer QQP <-> MRPC", _transfer, sizes=("xxl",),
@@ -165,12 +215,35 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
 )}
 
 
-def gin_args(s: Setting) -> tuple[list[str], list[tuple[str, str]]]:
-  """(gin files, bindings) of one setting's train command."""
+def model_file(s: Setting) -> str:
+  """The frozen (or, for model tuning, starting) checkpoint's gin file."""
+  if s.frozen.startswith("span_corruption") or s.method == "lm_adaptation":  # adaptation starts from it
+    return f"paper/t5_1_1_span_corruption_{s.size}.gin"
+  return f"models/t5_1_1_{s.size}.gin"  # lm_adapted, and lm_adapt_<N>k with its checkpoint bound
+
+
+def adaptation_name(size: str, steps: int) -> str:
+  return f"lm_adaptation/{steps // 1000}k/{size}"
+
+
+def adapted_checkpoint(root: str, size: str, steps: int) -> str:
+  """Where the kit's LM-adaptation run of `steps` writes its T5X checkpoint (global step 1M + steps)."""
+  return fs.join(root, adaptation_name(size, steps), "t5x", f"checkpoint_{SPAN_CORRUPTION_STEP + steps}")
+
+
+def gin_args(s: Setting, root: str = "ROOT") -> tuple[list[str], list[tuple[str, str]]]:
+  """(gin files, bindings) of one setting's train command (`root`: where adapted checkpoints live)."""
   if s.task == "demo":
     return ["models/demo.gin", "paper/demo.gin"], [("INITIAL_CHECKPOINT_PATH", str(DEMO_CHECKPOINT))]
-  model = (f"models/t5_1_1_{s.size}.gin" if s.frozen == "lm_adapted"
-           else f"paper/t5_1_1_span_corruption_{s.size}.gin")
+  model = model_file(s)
+  if s.method == "lm_adaptation":  # Figure 3(d)'s adapted checkpoint: continue span corruption with the LM objective
+    return [model, "paper/lm_adaptation.gin"], [("TRAIN_STEPS", str(s.lm_steps))]
+  adapted = []
+  if s.frozen.startswith("lm_adapt_"):
+    adapted = [("INITIAL_CHECKPOINT_PATH", adapted_checkpoint(root, s.size, s.lm_steps)),
+               ("OptimConfig.step_offset", str(SPAN_CORRUPTION_STEP + s.lm_steps))]
+  if s.method == "multitask_model_tuning":
+    return [model, "paper/multitask_model_tuning.gin"], [("SEED", str(s.seed))] if s.seed else []
   if s.task == "squad":  # Table 1: the gin file names the task, its evaluator and its metric
     return [model, "paper/domain_shift.gin" if s.prompt else "paper/domain_shift_model_tuning.gin"], (
         [("SEED", str(s.seed))] if s.seed else [])
@@ -181,8 +254,10 @@ def gin_args(s: Setting) -> tuple[list[str], list[tuple[str, str]]]:
   else:
     run = (f"methods/{s.method}.gin" if s.method in DELTA_METHODS else
            _INIT_GIN[s.init] if s.prompt else "paper/model_tuning.gin")
-    bindings = [("MIXTURE_OR_TASK_NAME", f"superglue_{s.task}_taskless"), 
-                ("EARLY_STOPPING_METRIC", s.metric_flag)]
+    task = f"superglue_{s.task}_taskless" + ("_sentinel" if s.frozen == "span_corruption_sentinel" else "")
+    bindings = adapted + [("MIXTURE_OR_TASK_NAME", task), ("EARLY_STOPPING_METRIC", s.metric_flag)]
+    if s.task == "record" and s.method != "model_tuning":  # model tuning packs targets of 128
+      bindings.append(("TASK_FEATURE_LENGTHS", json.dumps({"inputs": 512, "targets": RECORD_TARGET_LENGTH})))
   if s.prompt and s.init == "class_labels":
     labels = VERBALIZERS.get(s.task) or INIT_WORDS.get(s.task)
     if labels:  # a prompt shorter than the label list keeps the first P labels
@@ -196,9 +271,10 @@ def gin_args(s: Setting) -> tuple[list[str], list[tuple[str, str]]]:
   return [model, run], bindings
 
 
-def train_command(s: Setting, model_dir: str, extra: Sequence[str] = ()) -> list[str]:
-  files, bindings = gin_args(s)
-  return (["python", "-m", "prompt_tuning_jax.train"] + [f"--gin_file={f}" for f in files] +
+def train_command(s: Setting, model_dir: str, extra: Sequence[str] = (), root: str = "ROOT") -> list[str]:
+  files, bindings = gin_args(s, root)
+  module = "prompt_tuning_jax.paper.lm_adaptation" if s.method == "lm_adaptation" else "prompt_tuning_jax.train"
+  return (["python", "-m", module] + [f"--gin_file={f}" for f in files] +
           [f"--gin.MODEL_DIR={model_dir}"] + [f"--gin.{k}={v}" for k, v in bindings] + list(extra))
 
 
@@ -240,9 +316,18 @@ def expand(experiment: Experiment, root: str, *, sizes: Sequence[str] | None = N
     if s.relpath in seen:
       continue
     seen.add(s.relpath)
+    needs: tuple[str, ...] = ()
+    if s.frozen.startswith("lm_adapt_"):  # the kit's own adapted checkpoint, made first
+      a = Setting("c4", s.size, method="lm_adaptation", frozen=s.frozen)
+      name = adaptation_name(s.size, s.lm_steps)
+      needs = (name,)
+      if name not in seen:
+        seen.add(name)
+        runs.append(Run(name, "train", tuple(train_command(a, fs.join(root, name), extra, root)),
+                        fs.join(root, name), train_steps=train_steps(extra, s.lm_steps), setting=a))
     model_dir = fs.join(root, s.relpath)
-    runs.append(Run(s.relpath, "train", tuple(train_command(s, model_dir, extra)), model_dir,
-                    train_steps=steps, setting=s))
+    runs.append(Run(s.relpath, "train", tuple(train_command(s, model_dir, extra, root)), model_dir,
+                    train_steps=steps, setting=s, needs=needs))
   if experiment.ensemble:
     trained = list(runs)
     for z in sizes:
@@ -273,9 +358,9 @@ def _eval_knows(flag: str) -> bool:
   return "." in name or name in _EVAL_MACROS
 
 
-def train_steps(extra: Sequence[str]) -> int:
+def train_steps(extra: Sequence[str], default: int = PAPER_TRAIN_STEPS) -> int:
   """TRAIN_STEPS as the extra flags leave it (the last binding wins, as in gin)."""
-  steps = PAPER_TRAIN_STEPS
+  steps = default
   for flag in extra:
     name, _, value = flag.partition("=")
     if name == "--gin.TRAIN_STEPS":

@@ -2,6 +2,7 @@
 (tests/testdata/superglue_test, derived from the bundled dev32 rows, labels -1)."""
 import json
 import pathlib
+import zipfile
 
 import pytest
 
@@ -28,7 +29,12 @@ def test_eval_split_test_writes_the_leaderboard_layout(tmp_path):
   finally:
     sources.set_data_dir(None)
   out = tmp_path / "submission"
-  assert sorted(p.name for p in out.iterdir()) == sorted(f + ".jsonl" for f in submission.LEADERBOARD_FILES.values())
+  names = ["BoolQ.jsonl", "CB.jsonl", "COPA.jsonl", "MultiRC.jsonl", "ReCoRD.jsonl", "RTE.jsonl", "WiC.jsonl",
+           "WSC.jsonl", "AX-b.jsonl", "AX-g.jsonl"]  # the leaderboard's expected file names
+  assert sorted(p.name for p in out.iterdir()) == sorted(names + ["superglue.zip"])
+  with zipfile.ZipFile(out / "superglue.zip") as archive:  # one upload: every file, flat
+    assert archive.namelist() == names
+    assert all(archive.read(n) == (out / n).read_bytes() for n in names)
   for folder, labels in (("BoolQ", {"true", "false"}), ("CB", {"entailment", "contradiction", "neutral"}),
                          ("COPA", {0, 1}), ("RTE", {"entailment", "not_entailment"}), ("WiC", {"true", "false"}),
                          ("WSC", {"True", "False"})):
@@ -42,7 +48,8 @@ def test_eval_split_test_writes_the_leaderboard_layout(tmp_path):
   assert [[a["idx"] for q in p["passage"]["questions"] for a in q["answers"]] for p in multirc] == \
       [[a["idx"] for q in p["passage"]["questions"] for a in q["answers"]] for p in fixture]
   record = _rows(out / "ReCoRD.jsonl")
-  assert [r["idx"] for r in record] == [q["idx"] for p in _rows(FIXTURE / "ReCoRD" / "test.jsonl") for q in p["qas"]]
+  assert [r["idx"] for r in record] == [str(q["idx"]) for p in _rows(FIXTURE / "ReCoRD" / "test.jsonl")
+                                        for q in p["qas"]]  # a string, as jiant's writer
   assert all(isinstance(r["label"], str) for r in record)
   # every predictions row carries its source idx; AX-g reports gender parity over its pairs
   preds = _rows(tmp_path / "superglue_axg_taskless.predictions.jsonl")
@@ -64,3 +71,16 @@ def test_leaderboard_rows_map_invalid_outputs_to_a_label_and_count_them():
   rows, invalid = submission.leaderboard_rows("wsc", exs, [1, -1])
   assert rows == [{"idx": 3, "label": "True"}, {"idx": 7, "label": "False"}] and invalid == 1
   assert submission.task_key("superglue_axg_taskless") == "axg" and submission.task_key("glue_qqp_taskless") is None
+
+
+def test_record_idx_is_a_string_and_the_zip_holds_what_is_written(tmp_path):
+  rows, invalid = submission.leaderboard_rows("record", [{"idx/query": 12}, {"idx/query": 3}],
+                                              [{"text": "Paris"}, {"text": "Olimpija Ljubljana"}])
+  assert rows == [{"idx": "12", "label": "Paris"}, {"idx": "3", "label": "Olimpija Ljubljana"}] and invalid == 0
+  summary = submission.write_submission(str(tmp_path), "superglue_record_taskless", [{"idx/query": 12}],
+                                        [{"text": "Paris"}])
+  assert (tmp_path / "ReCoRD.jsonl").read_text() == '{"idx": "12", "label": "Paris"}\n'
+  submission.write_submission(str(tmp_path), "superglue_rte", [{"idx": 0}], [1])
+  with zipfile.ZipFile(summary["zip"]) as archive:
+    assert archive.namelist() == ["ReCoRD.jsonl", "RTE.jsonl"]
+    assert archive.read("RTE.jsonl") == b'{"idx": 0, "label": "not_entailment"}\n'

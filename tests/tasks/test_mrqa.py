@@ -1,24 +1,29 @@
-"""MRQA tasks (Table 1) on hand-written fixtures in the official .jsonl.gz format, and
-SQuAD-normalised EM/F1 against hand computations and T5's own qa_utils."""
+"""SQuAD / MRQA tasks (Table 1) on hand-written fixtures in the official formats: text byte for
+byte against T5's own `squad` preprocessor, SQuAD-normalised EM/F1 against hand computations
+and T5's own qa_utils."""
 import gzip
 import pathlib
 
 import pytest
 import seqio
+import tensorflow as tf
 
 import prompt_tuning_jax.tasks  # noqa: F401  (registers the tasks)
 from prompt_tuning_jax.tasks import mrqa
 from tests import t5_reference
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "testdata" / "mrqa"
+SQUAD_FIXTURES = FIXTURES.parent / "squad"
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture
 def local_mrqa():
   mrqa.set_data_dir(FIXTURES)
+  mrqa.set_squad_dir(SQUAD_FIXTURES)
   yield
   mrqa.set_data_dir(None)
+  mrqa.set_squad_dir(None)
 
 
 def _examples(name, split="validation"):
@@ -27,14 +32,47 @@ def _examples(name, split="validation"):
   return list(ds.as_numpy_iterator())
 
 
-def test_squad_train_and_dev_in_t5_text_format(local_mrqa):
+def _t5_squad(rows):
+  """T5's own `squad` preprocessor (t5==0.9.4) over rows in TFDS squad's feature layout."""
+  t5_pre = t5_reference.preprocessors()
+  ds = tf.data.Dataset.from_generator(
+      lambda: ({"id": r["qid"], "question": r["question"], "context": r["context"],
+                "answers": {"text": r["answers"]}} for r in rows),
+      output_signature={"id": tf.TensorSpec([], tf.string), "question": tf.TensorSpec([], tf.string),
+                        "context": tf.TensorSpec([], tf.string), "answers": {"text": tf.TensorSpec([None], tf.string)}})
+  return list(t5_pre.squad(ds).as_numpy_iterator())
+
+
+@pytest.mark.parametrize("name,split,path", [
+    ("squad", "validation", SQUAD_FIXTURES / "dev-v1.1.json"),
+    ("squad", "train", SQUAD_FIXTURES / "train-v1.1.json"),
+    ("bioasq", "validation", FIXTURES / "dev" / "BioASQ.jsonl.gz"),
+])
+def test_text_is_t5_squad_byte_for_byte(local_mrqa, name, split, path):
+  """inputs, targets and every gold answer equal T5's `squad` output byte for byte on rows with
+  punctuation, runs of tabs/newlines/spaces and non-ASCII text (curly quotes, dashes, accents)."""
+  rows = mrqa.read_squad_json(path) if name == "squad" else mrqa.read_official(path)
+  ours, theirs = _examples(name, split), _t5_squad(rows)
+  assert len(ours) == len(theirs) == len(rows) and len(rows) >= 3
+  for o, t in zip(ours, theirs):
+    print(f"{name}/{split} {o['qid'].decode()}: {o['inputs_pretokenized'][:90]!r} -> {o['targets_pretokenized']!r}")
+    assert o["inputs_pretokenized"] == t["inputs"]
+    assert o["targets_pretokenized"] == t["targets"]
+    assert list(o["answers"]) == list(t["answers"])
+  padded = [o for o in ours if any(ch in o["inputs_pretokenized"] for ch in (b"\t", b"  "))]
+  assert not padded, "whitespace runs survived"
+  assert any("\u201c".encode() in o["inputs_pretokenized"] for o in ours) or name == "squad" and split == "train"
+
+
+def test_squad_train_and_dev_rows(local_mrqa):
   train = _examples("squad", "train")
   assert [e["qid"] for e in train] == [b"sq-t1", b"sq-t2", b"sq-t3"]
-  assert train[1]["inputs_pretokenized"] == (b"question: Where was the World's Fair held? context: The Eiffel "
-                                             b"Tower was completed in 1889 for the World's Fair in Paris.")
-  assert train[1]["targets_pretokenized"] == b"Paris" and list(train[1]["answers"]) == [b"Paris", b"in Paris"]
+  assert train[1]["inputs_pretokenized"] == (b"question: Where was the World ' s Fair held ? context: The Eiffel "
+                                             b"Tower was completed in 1889 for the World ' s Fair in Paris . ")
+  assert train[2]["targets_pretokenized"] == b"U . S . A . "
   dev = _examples("squad")
-  assert [e["targets_pretokenized"] for e in dev] == [b"the Atlantic Ocean", b"Brazil, Peru and Colombia"]
+  assert [e["targets_pretokenized"] for e in dev] == [b"the Atlantic Ocean", b"Brazil , Peru and Colombia",
+                                                      "CO\u2082".encode()]
 
 
 def test_six_out_of_domain_dev_sets_read(local_mrqa):
@@ -45,9 +83,19 @@ def test_six_out_of_domain_dev_sets_read(local_mrqa):
     _examples("bioasq", "train")
 
 
+def test_padding_decides_the_score(local_mrqa):
+  """Against padded gold answers (T5's format) a padded prediction scores F1 100, the raw
+  text of the same span 0: why the text must be T5's."""
+  task = seqio.get_mixture_or_task("mrqa_squad")
+  row = _examples("squad", "train")[2]  # gold "U . S . A . "
+  gold = task.postprocess_fn(None, example=row, is_target=True)
+  assert mrqa.squad_metric([gold], ["U . S . A . "])["f1"] == 100.0
+  assert mrqa.squad_metric([gold], ["U.S.A."])["f1"] == 0.0
+
+
 def test_squad_em_f1_by_hand_and_against_t5(local_mrqa):
   task = seqio.get_mixture_or_task("mrqa_squad")
-  dev = _examples("squad")
+  dev = _examples("squad")[:2]
   outputs = ["Atlantic Ocean", "Brazil and Peru"]
   preds = [task.postprocess_fn(o, example=e, is_target=False) for o, e in zip(outputs, dev)]
   targets = [task.postprocess_fn(None, example=e, is_target=True) for e in dev]
@@ -62,9 +110,24 @@ def test_squad_em_f1_by_hand_and_against_t5(local_mrqa):
   assert scores["em"] == pytest.approx(reference["em"]) and scores["f1"] == pytest.approx(reference["f1"])
 
 
+def test_squad_is_tfds_squad_v11_and_selection_is_f1():
+  assert mrqa.SQUAD_TFDS == "squad/v1.1:3.0.0"
+  from prompt_tuning_jax.paper import experiments
+  assert experiments.Setting("squad", "xxl").metric == "f1"  # paper footnote 11
+  text = (experiments.REPO_ROOT / "gin" / "paper" / "domain_shift.gin").read_text()
+  assert 'EARLY_STOPPING_METRIC = "f1"' in text
+  assert 'EARLY_STOPPING_METRIC = "f1"' in (experiments.REPO_ROOT / "gin" / "paper" /
+                                           "domain_shift_model_tuning.gin").read_text()
+
+
 def test_missing_or_broken_file_is_named(tmp_path):
   mrqa.set_data_dir(tmp_path)
   try:
+    with pytest.raises(mrqa.MrqaDataError, match="train-v1.1.json not found"):
+      mrqa.read_squad_json(tmp_path / "train-v1.1.json")
+    (tmp_path / "dev-v1.1.json").write_text('{"data": [{"paragraphs": [{"qas": [{"id": 1}]}]}]}')
+    with pytest.raises(mrqa.MrqaDataError, match="dev-v1.1.json: not an official SQuAD v1.1 file"):
+      mrqa.read_squad_json(tmp_path / "dev-v1.1.json")
     with pytest.raises(mrqa.MrqaDataError, match="SQuAD.jsonl.gz not found"):
       mrqa.read_official(tmp_path / "dev" / "SQuAD.jsonl.gz")
     (tmp_path / "dev").mkdir()
