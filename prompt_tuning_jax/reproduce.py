@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import subprocess
-import sys
 from typing import Sequence
 
 from prompt_tuning_jax import cli
@@ -57,8 +56,7 @@ def _seeds(text: str | None) -> list[int] | None:
 
 def run_main(argv: Sequence[str]) -> int:
   extra, rest = _split(argv)
-  parser = argparse.ArgumentParser(prog="python -m prompt_tuning_jax.reproduce", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli.ArgumentParser(prog="python -m prompt_tuning_jax.reproduce", description=__doc__)
   parser.add_argument("--experiment", required=True, choices=sorted(experiments.EXPERIMENTS), metavar="NAME")
   _common(parser)
   parser.add_argument("--launcher", default="local", choices=("local", "tpu"))
@@ -94,7 +92,7 @@ def run_main(argv: Sequence[str]) -> int:
 def aggregate_main(argv: Sequence[str]) -> int:
   from prompt_tuning_jax.paper import report
   extra, rest = _split(argv)
-  parser = argparse.ArgumentParser(prog="python -m prompt_tuning_jax.reproduce aggregate",
+  parser = cli.ArgumentParser(prog="python -m prompt_tuning_jax.reproduce aggregate",
                                    description="Tables (Markdown, CSV) and plots (PNG) of finished runs.")
   parser.add_argument("--experiment", default=None,
                       help="comma-separated (default: every experiment except the demo)")
@@ -117,8 +115,8 @@ def list_main() -> int:
   return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
+@cli.command
+def main(argv: Sequence[str]) -> int:
   try:
     if argv[:1] == ["aggregate"]:
       return aggregate_main(argv[1:])
@@ -126,8 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       return list_main()
     return run_main(argv[1:] if argv[:1] == ["run"] else argv)
   except ValueError as e:
-    raise SystemExit(f"reproduce: {e}") from None
+    raise cli.UsageError(f"reproduce: {e}") from None
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""Cheap, quiet start-up: every command imports without TensorFlow or SeqIO and answers
+"""Cheap, quiet start-up: every command imports without jax, TensorFlow or SeqIO and answers
 `--help`; TensorFlow's CPU start-up lines are filtered and real ones kept; the demo (the
 README's first command) runs a few steps quietly and its table and exports load."""
 import json
@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 from prompt_tuning_jax.text import quiet
 from prompt_tuning_jax.prompt import files as prompt_files
 
-COMMANDS = ("train", "eval", "infer", "score", "export", "convert", "plan", "reproduce", "demo")
+COMMANDS = ("train", "eval", "infer", "score", "export", "convert", "plan", "reproduce", "demo", "inspect_prompt")
 # What a CPU-only machine printed before quiet.py (the issue's list), checked verbatim.
 NOISE = ("failed call to cuInit", "Could not find cuda drivers", "All log messages before absl::InitializeLog()",
          "cpu_feature_guard", "Unable to register cu", "uncached FunctionDataset")
@@ -39,13 +39,14 @@ try:
   runpy.run_module("prompt_tuning_jax.{0}", run_name="__main__", alter_sys=True)
 except SystemExit as e:
   code = e.code
-print("EXIT", code, sorted(n for n in ("tensorflow", "seqio") if n in sys.modules))
+print("EXIT", code, sorted(n for n in ("jax", "flax", "tensorflow", "seqio") if n in sys.modules))
 """
 
 
-def test_every_command_help_exits_zero_without_tensorflow_or_seqio():
+def test_every_command_help_exits_zero_without_jax_tensorflow_or_seqio():
   """Each command in a fresh interpreter: `--help` (which imports the command and parses
-  its flags) exits 0, prints usage, writes nothing to stderr and loads neither library."""
+  its flags) exits 0, prints usage, writes nothing to stderr and loads none of jax, flax,
+  TensorFlow or SeqIO (the command imports its library after parsing)."""
   results = _run_all({c: [sys.executable, "-c", _HELP.format(c)] for c in COMMANDS})
   for c, r in results.items():
     assert r.returncode == 0, f"{c}: {r.stderr[-2000:]}"

@@ -53,10 +53,13 @@ class Placement:
       yield
 
 
-def start(partition: sharding.PartitionConfig, *, coordinator_address: str | None = None,
-          num_processes: int | None = None, process_id: int | None = None) -> Placement:
-  """Join the multi-process job as training does, then build the training mesh."""
-  distributed.initialize(coordinator_address, num_processes, process_id)
+def start(partition: sharding.PartitionConfig, flags: Any = None) -> Placement:
+  """Join the multi-process job as training does (`flags`: the parsed
+  `distributed.add_flags`; None: auto-detect), then build the training mesh."""
+  if flags is None:
+    distributed.initialize()
+  else:
+    distributed.initialize_from_flags(flags)
   return Placement(sharding.make_mesh(partition), partition.rules)
 
 
@@ -70,10 +73,3 @@ def load_backbone(path: str, cfg: T5Config, placement: Placement | None) -> tupl
   """`backbone.load_frozen` straight into the shards (each host reads only its slices)."""
   shardings = backbone_shardings(cfg, placement) if placement is not None else None
   return backbone.load_frozen(path, cfg, shardings=shardings)
-
-
-def add_flags(parser: Any) -> None:
-  """Multi-host flags, as `train` has them (TPU pods and SLURM are auto-detected)."""
-  parser.add_argument("--coordinator_address", default=None, help="host:port of process 0 (GPU clusters)")
-  parser.add_argument("--num_processes", type=int, default=None)
-  parser.add_argument("--process_id", type=int, default=None)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax.numpy as jnp
 
 _ACTIVATIONS = ("gelu", "relu", "linear")
 REMAT_POLICIES = ("none", "full", "dots")
@@ -52,6 +51,7 @@ class T5Config:
 
   @property
   def activation_dtype(self) -> Any:
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top  (config stays jax-free to import)
     return jnp.dtype(self.dtype)
 
   def replace(self, **changes: Any) -> "T5Config":

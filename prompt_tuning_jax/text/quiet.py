@@ -32,6 +32,7 @@ STARTUP_NOISE = (
     "computation placer already registered",
     "TF-TRT Warning: Could not find TensorRT",
     "cpu_feature_guard.cc", "rebuild TensorFlow with the appropriate compiler flags",
+    "oneDNN custom operations are on",
 )
 
 

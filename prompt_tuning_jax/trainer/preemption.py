@@ -1,8 +1,16 @@
 """SIGTERM (Cloud TPU maintenance, SLURM or Kubernetes eviction) -> stop after this step.
 
-One process: a Python handler sets a flag that the loop reads after each step. Several
-processes: every host must stop at the same step (the save is collective), so JAX's
-preemption service, which receives SIGTERM itself once `jax.distributed` is up, names
+The COMMAND installs the handler, first thing at process start
+(`install_sigterm_handler`); library code never does, so a `loop.train()` called from a
+test or a notebook dies on SIGTERM like any program. With the handler:
+
+* before training starts (flags, data and model set-up), SIGTERM raises
+  `StoppedBeforeTraining` in the main thread: nothing trained, nothing to save;
+* once the loop steps (`PreemptionWatch` entered), it sets a flag that the loop reads
+  after each step, which saves a checkpoint and stops ("preempted at step N").
+
+Several processes: every host must stop at the same step (the save is collective), so
+JAX's preemption service, which takes over SIGTERM once `jax.distributed` is up, names
 one safe step for all (`multihost_utils.reached_preemption_sync_point`).
 """
 from __future__ import annotations
@@ -10,34 +18,67 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import types
 
-import jax
-from jax.experimental import multihost_utils
+
+class StoppedBeforeTraining(BaseException):
+  """SIGTERM arrived before the first training step (a BaseException, as KeyboardInterrupt:
+  no `except Exception` on the way swallows it)."""
+
+
+_state: dict = {"previous": None, "received": False, "stepping": False}
+
+
+def install_sigterm_handler() -> bool:
+  """Catch SIGTERM for this process (main thread only); returns whether it is installed."""
+  if threading.current_thread() is not threading.main_thread():
+    return False
+  previous = signal.signal(signal.SIGTERM, _handle)
+  _state.update(previous=previous, received=False, stepping=False)
+  return True
+
+
+def uninstall_sigterm_handler() -> None:
+  """Put back the handler that was there before (a command called in-process, e.g. a test)."""
+  if _state["previous"] is not None and threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGTERM, _state["previous"])
+  _state.update(previous=None, received=False, stepping=False)
+
+
+def sigterm_received() -> bool:
+  return _state["received"]
+
+
+def _handle(signum: int, frame: types.FrameType | None) -> None:  # pylint: disable=unused-argument
+  _state["received"] = True
+  if not _state["stepping"]:
+    raise StoppedBeforeTraining("SIGTERM before the first training step")
+  logging.warning("SIGTERM received: finishing the current step, then saving a checkpoint")
 
 
 class PreemptionWatch:
-  """Context manager; `should_stop(step)` after every step (all processes, every step)."""
+  """Context manager around the training steps; `should_stop(step)` after every step
+  (all processes, every step). Reads the command's handler; installs none."""
 
   def __init__(self):
-    self.received = False
-    self._previous = None
+    import jax  # pylint: disable=g-import-not-at-top
     self._multi = jax.process_count() > 1
 
-  def _handle(self, signum, frame) -> None:  # pylint: disable=unused-argument
-    self.received = True
-    logging.warning("SIGTERM received: finishing the current step, then saving a checkpoint")
+  @property
+  def received(self) -> bool:
+    return _state["received"]
 
   def __enter__(self) -> "PreemptionWatch":
-    if not self._multi and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    _state["stepping"] = True
+    if _state["received"]:  # raced with the handler while it still raised: stop before training
+      raise StoppedBeforeTraining("SIGTERM before the first training step")
     return self
 
   def __exit__(self, *exc) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None
+    _state["stepping"] = False
 
   def should_stop(self, step: int) -> bool:
     if self._multi:
-      self.received = self.received or multihost_utils.reached_preemption_sync_point(step)
-    return self.received
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      _state["received"] = _state["received"] or multihost_utils.reached_preemption_sync_point(step)
+    return _state["received"]

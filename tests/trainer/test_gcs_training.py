@@ -136,7 +136,7 @@ def test_sigterm_saves_exits_0_and_the_rerun_resumes_bit_for_bit(straight, tmp_p
   out = _finish(proc)  # exit status 0
   saved = sorted(int(s) for s in os.listdir(os.path.join(model_dir, "train_state")) if s.isdigit())
   assert len(saved) == 1 and 2 <= saved[0] < STEPS, saved
-  assert f"preempted (SIGTERM): checkpoint saved at step {saved[0]}" in out
+  assert f"preempted at step {saved[0]}; rerun the same command to resume" in out and "done" not in out
   assert _last_step(model_dir) == saved[0], "the run went on after saving"
   assert not os.path.exists(os.path.join(model_dir, "prompt.npy")), "a preempted run must not export"
   out = _finish(_start(model_dir, checkpoint_period=1000))
