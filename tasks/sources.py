@@ -393,12 +393,6 @@ class SuperGlueSource(seqio.DataSource):
     files = [self._local_file(s) for s in splits if s in self._split_files]
     return [f for f in files if f is not None and not f.is_file()]
 
-  def missing_local_files(self, splits: Sequence[str]) -> list[Path]:
-    """The local JSONL files this source would read for `splits` and that do not exist
-    ([] when it reads TFDS): the commands check them before any model loads."""
-    files = [self._local_file(s) for s in splits if s in self._split_files]
-    return [f for f in files if f is not None and not f.is_file()]
-
   def _local_file(self, split: str) -> Optional[Path]:
     if self._local_dir is not None:
       return self._local_dir / self._split_files[split]
