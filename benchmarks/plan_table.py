@@ -8,8 +8,10 @@ Rows print (and flush) as they finish, so a run cut short keeps what it measured
   python benchmarks/plan_table.py collectives --size xxl --topology v3-32 --num_partitions 16
   python benchmarks/plan_table.py fit --topologies v3-8 v5e-8 v4-8 --gpus 1xH100 1xH200
 
-Paper shape throughout: batch 32, inputs 512 + 100 prompt tokens, targets 8, bfloat16
-activations. `fit` walks weight dtype (float32 first: the paper), remat (none, dots, full)
+Every row is the run users launch: the settings come from gin/runs/plan.gin, which includes
+runs/prompt_tuning.gin (batch 32, inputs 512 + 100 prompt tokens, targets 8, bfloat16
+activations, dropout 0.1); only the swept knobs (weight dtype, remat, microbatches) change.
+`--dropout_rate 0` plans the dropout-free step instead. `fit` walks weight dtype (float32 first: the paper), remat (none, dots, full)
 and microbatches (1, 2, 4, ...) in that order and stops at the first combination the
 analytic plan says fits, then compiles it to check.
 """
@@ -21,11 +23,27 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import dataclasses  # noqa: E402
+
+from prompt_tuning_jax import plan as plan_command  # noqa: E402
 from prompt_tuning_jax.parallel import compile_plan, memory_plan, sharding  # noqa: E402
 from prompt_tuning_jax.model.config import SIZES  # noqa: E402
 
 GIB = memory_plan.GIB
 MODEL_PARALLEL = {"small": 1, "base": 2, "large": 4, "xl": 8, "xxl": 16}  # capped at the slice's devices
+
+
+_LAUNCH: memory_plan.RunShape | None = None
+
+
+def launch_run(**changes) -> memory_plan.RunShape:
+  """runs/prompt_tuning.gin's run shape (through runs/plan.gin), with `changes` applied."""
+  global _LAUNCH
+  if _LAUNCH is None:
+    _, settings = plan_command.launch_settings()
+    fields = {f.name for f in dataclasses.fields(memory_plan.RunShape)}
+    _LAUNCH = memory_plan.RunShape(**{k: v for k, v in settings.items() if k in fields})
+  return dataclasses.replace(_LAUNCH, **changes)
 
 
 def _gib(n: int) -> str:
@@ -37,7 +55,7 @@ def _row(size: str, topology: str, model: int, run: memory_plan.RunShape, compil
   part = sharding.PartitionConfig(num_partitions=model)
   plan = memory_plan.plan_memory(SIZES[size], topo, run, part)
   cells = [size, topology, f"{topo.num_devices // model}x{model}", run.param_dtype, run.remat,
-           str(run.num_microbatches), _gib(plan.total)]
+           str(run.num_microbatches), f"{run.dropout_rate:g}", _gib(plan.total)]
   if compile_it:
     try:
       train = compile_plan.compile_plan(SIZES[size], topology, run, part, steps=("train",)).steps[0]
@@ -53,16 +71,16 @@ def _row(size: str, topology: str, model: int, run: memory_plan.RunShape, compil
   return "| " + " | ".join(cells) + " |"
 
 
-HEADER = ("| size | topology | mesh (data x model) | weights | remat | microbatches | analytic GiB | "
+HEADER = ("| size | topology | mesh (data x model) | weights | remat | microbatches | dropout | analytic GiB | "
           "XLA arguments GiB | XLA temp GiB | XLA total GiB | analytic vs XLA | fits | usable GiB |\n"
-          "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|")
+          "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
 
 
 def grid(args: argparse.Namespace) -> None:
   print(HEADER, flush=True)
   for size, topology, remat, micro in itertools.product(args.sizes, args.topologies, args.remat, args.microbatches):
     model = min(MODEL_PARALLEL[size], memory_plan.parse_topology(topology).num_devices)
-    run = memory_plan.RunShape(remat=remat, num_microbatches=micro, param_dtype=args.weight_dtype)
+    run = launch_run(remat=remat, num_microbatches=micro, param_dtype=args.weight_dtype, **_dropout(args))
     try:
       print(_row(size, topology, model, run, compile_it=not args.analytic_only), flush=True)
     except ValueError as e:  # e.g. fewer rows per replica than microbatches: the planner refuses
@@ -70,7 +88,7 @@ def grid(args: argparse.Namespace) -> None:
 
 
 def collectives(args: argparse.Namespace) -> None:
-  run = memory_plan.RunShape(remat=args.remat[0], num_microbatches=args.microbatches[0])
+  run = launch_run(remat=args.remat[0], num_microbatches=args.microbatches[0], **_dropout(args))
   part = sharding.PartitionConfig(num_partitions=args.num_partitions)
   report = compile_plan.compile_plan(SIZES[args.size], args.topology, run, part)
   plan = memory_plan.plan_memory(SIZES[args.size], memory_plan.parse_topology(args.topology), run, part)
@@ -82,11 +100,15 @@ def collectives(args: argparse.Namespace) -> None:
         print(f"| {step.name} | {op} | {n} | {b / 2 ** 20:.1f} |")
 
 
-def _cheapest(size: str, topology: str, model: int) -> memory_plan.RunShape | None:
+def _dropout(args: argparse.Namespace) -> dict:
+  return {} if args.dropout_rate is None else {"dropout_rate": args.dropout_rate}
+
+
+def _cheapest(size: str, topology: str, model: int, **changes) -> memory_plan.RunShape | None:
   topo = memory_plan.parse_topology(topology)
   for dtype, remat, micro in itertools.product(("float32", "bfloat16"), ("none", "dots", "full"),
                                                (1, 2, 4, 8, 16, 32)):
-    run = memory_plan.RunShape(param_dtype=dtype, remat=remat, num_microbatches=micro)
+    run = launch_run(param_dtype=dtype, remat=remat, num_microbatches=micro, **changes)
     try:
       if memory_plan.plan_memory(SIZES[size], topo, run, sharding.PartitionConfig(num_partitions=model)).fits:
         return run
@@ -100,7 +122,7 @@ def fit(args: argparse.Namespace) -> None:
   for topology in args.topologies + args.gpus:
     n = memory_plan.parse_topology(topology).num_devices
     model = min(n, 16)
-    run = _cheapest(args.size, topology, model)
+    run = _cheapest(args.size, topology, model, **_dropout(args))
     if run is None:
       print(f"| {args.size} | {topology} | {n // model}x{model} | nothing fits |", flush=True)
       continue
@@ -119,6 +141,7 @@ def main() -> None:
   p.add_argument("--remat", nargs="+", default=["none", "full"])
   p.add_argument("--microbatches", nargs="+", type=int, default=[1, 4])
   p.add_argument("--weight_dtype", default="float32", choices=("float32", "bfloat16"))
+  p.add_argument("--dropout_rate", type=float, help="default: runs/prompt_tuning.gin's (0.1)")
   p.add_argument("--analytic_only", action="store_true", help="grid without compiling (seconds instead of hours)")
   args = p.parse_args()
   {"grid": grid, "collectives": collectives, "fit": fit}[args.mode](args)

@@ -198,3 +198,48 @@ def test_cli_from_gin(capsys, clean_gin):
           "--batch_size", "64"]  # an explicit flag overrides the gin value
   assert plan.main(argv) == 0
   assert "model tuning, batch 64, inputs 512 + prompt 0" in capsys.readouterr().out
+
+
+def _training_settings(gin_files: list[str]) -> tuple:
+  """The run settings of TrainConfig as `train` builds it from `gin_files` (the planner's
+  PlanConfig reads the same five configs, so its run_settings applies to both)."""
+  import gin
+
+  from prompt_tuning_jax import cli
+  from prompt_tuning_jax.trainer import loop
+  gin.clear_config()
+  cli.parse_gin(gin_files, ["MODEL_DIR = '/tmp/unused'", "MIXTURE_OR_TASK_NAME = 'superglue_rte'"], [str(cli.GIN_DIR)])
+  train = cli.build_config(loop.TrainConfig)
+  gin.clear_config()
+  as_plan = memory_plan.PlanConfig(t5=train.t5, data=train.data, prompt=train.prompt, optim=train.optim,
+                                   loss=train.loss, partition=train.partition)
+  return train.t5, as_plan.run_settings()
+
+
+@pytest.mark.parametrize("run_files", [[], ["models/t5_1_1_small.gin", "runs/model_tuning.gin"]])
+def test_plan_settings_come_from_the_training_gin(run_files, clean_gin):
+  """The plan's defaults (no gin files) are the prompt-tuning run users launch, and with a run's
+  files the plan sees what training sees: dropout, microbatches, lengths, dtypes, remat, mesh."""
+  train_files = run_files or ["models/t5_1_1_xxl.gin", "runs/prompt_tuning.gin"]
+  train_t5, train_settings = _training_settings(train_files)
+  plan_t5, plan_settings = plan.launch_settings(run_files)
+  assert plan_settings == train_settings
+  assert plan_t5 == train_t5
+  assert plan_settings["dropout_rate"] == train_t5.dropout_rate > 0  # both run gins train with dropout
+
+
+def test_a_plan_binding_that_drifts_from_training_is_caught(clean_gin):
+  """What the test above guards against: a value set for the plan alone (as the old plan.gin
+  did by omission, planning dropout 0 while training used 0.1) no longer equals training's."""
+  _, train_settings = _training_settings(["models/t5_1_1_xxl.gin", "runs/prompt_tuning.gin"])
+  _, drifted = plan.launch_settings((), ["T5Config.dropout_rate = 0.0"])
+  assert drifted != train_settings
+  assert {k for k in drifted if drifted[k] != train_settings[k]} == {"dropout_rate"}
+
+
+def test_cli_without_gin_plans_the_launched_run(capsys, clean_gin):
+  assert plan.main(["--topology", "v3-8", "--num_partitions", "8", "--num_microbatches", "4"]) == 0
+  out = capsys.readouterr().out
+  assert "T5 xxl, prompt tuning, batch 32, inputs 512 + prompt 100, targets 8, activations bfloat16, dropout 0.1" in out
+  assert plan.main(["--topology", "v3-8", "--num_partitions", "8", "--num_microbatches", "4", "--dropout_rate", "0"]) == 0
+  assert "dropout 0," in capsys.readouterr().out.splitlines()[0] + ","

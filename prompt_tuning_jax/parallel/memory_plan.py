@@ -410,7 +410,8 @@ def format_plan(plan: MemoryPlan, config_name: str, run: RunShape) -> str:
   gib = lambda n: f"{n / GIB:10.3f} GiB"
   lines = [
       f"T5 {config_name}, {run.mode} tuning, batch {run.batch_size}, inputs {run.input_length}"
-      f" + prompt {run.prompt_length}, targets {run.target_length}, activations {run.activation_dtype}",
+      f" + prompt {run.prompt_length}, targets {run.target_length}, activations {run.activation_dtype},"
+      f" dropout {run.dropout_rate:g}",
       f"{t.name}: {t.num_devices} x {t.device_kind} ({t.device_memory_gib:g} GiB), {t.num_hosts} host(s);"
       f" mesh data={plan.mesh[0]} x model={plan.mesh[1]}",
       f"{'component':<40}{'per device':>14}",
