@@ -24,11 +24,14 @@ from prompt_tuning_jax.paper import experiments as grid
 VARIANTS = {
     "main": lambda s: "Prompt Tuning",
     "model_tuning": lambda s: "Model Tuning",
+    "multitask_model_tuning": lambda s: "Model Tuning (Multi-task)",
     "prompt_length": lambda s: f"P={s.prompt_length}",
     "init": lambda s: {"uniform": "Random Uniform", "sampled_vocab": "Sampled Vocab",
                        "class_labels": "Class Label"}[s.init],
     "frozen_model": lambda s: {"span_corruption": "Span Corruption",
+                               "span_corruption_sentinel": "Span Corruption + Sentinel",
                                "lm_adapted": "LM Adaptation (100K)"}[s.frozen],
+    "lm_adaptation": lambda s: f"{s.lm_steps // 1000}K",
     "demo": lambda s: "demo",
 }
 
@@ -50,12 +53,30 @@ def run_score(run: grid.Run) -> float | None:
 
 # ------------------------------------------------------------------------------- tables
 
+def multitask_scores(run: grid.Run, tasks: Sequence[str] = grid.SUPERGLUE_TASKS) -> dict[str, float]:
+  """Per-task selection of one multi-task run: each task's score at ITS best eval
+  (`eval/<task>/<metric>` lines; multi-metric tasks selected on their mean)."""
+  out = {}
+  for t in tasks:
+    names = tuple(f"{t}/{m}" for m in TASK_METRICS[t])
+    ev = results.best_eval(run.output_dir, names)
+    if ev:
+      out[t] = statistics.fmean(float(ev[n]) for n in names)
+  return out
+
+
 def _scores(runs: Sequence[grid.Run], experiment: str) -> dict[tuple[str, str, str], dict[int, float]]:
   """(size, variant, task) -> {seed: score}, for finished-or-evaluated train runs."""
   out: dict[tuple[str, str, str], dict[int, float]] = {}
   for r in runs:
-    if r.kind == "train" and (score := run_score(r)) is not None:
-      out.setdefault((r.setting.size, VARIANTS[experiment](r.setting), r.setting.task), {})[r.setting.seed] = score
+    if r.kind != "train" or r.setting.method == "lm_adaptation":
+      continue
+    variant = VARIANTS[experiment](r.setting)
+    if r.setting.method == "multitask_model_tuning":
+      for t, score in multitask_scores(r).items():
+        out.setdefault((r.setting.size, variant, t), {})[r.setting.seed] = score
+    elif (score := run_score(r)) is not None:
+      out.setdefault((r.setting.size, variant, r.setting.task), {})[r.setting.seed] = score
   return out
 
 
@@ -90,6 +111,8 @@ def per_task_table(experiment: str, runs: Sequence[grid.Run], sizes: Sequence[st
                    tasks: Sequence[str]) -> results.Table:
   """Rows: model sizes; columns: tasks and their mean (Figure 1's numbers per task)."""
   scores, variant = _scores(runs, experiment), VARIANTS[experiment](runs[0].setting)
+  if experiment == "multitask_model_tuning":
+    tasks = [t for t in tasks if t in grid.SUPERGLUE_TASKS] or list(grid.SUPERGLUE_TASKS)
   header = ["size"] + list(tasks) + ["average", "tasks done"]
   rows = []
   for z in sizes:
@@ -97,18 +120,22 @@ def per_task_table(experiment: str, runs: Sequence[grid.Run], sizes: Sequence[st
     done = sum(bool(c) for c in cells)
     rows.append([z] + cells + [_average_cell(scores, z, variant, tasks), f"{done}/{len(tasks)}"])
   seeds = sorted({r.setting.seed for r in runs if r.kind == "train"})
-  notes = [f"{variant}, dev set, mean ± std over seeds {seeds} (the finished ones) of each run's eval with "
-           "the best early-stopping metric (multi-metric tasks: their mean); 'average' over the eight "
+  selection = ("each task at its own best eval of the one multi-task run (per-task selection)"
+               if experiment == "multitask_model_tuning" else "each run's eval with the best early-stopping metric")
+  notes = [f"{variant}, dev set, mean ± std over seeds {seeds} (the finished ones) of {selection} "
+           "(multi-metric tasks: their mean); 'average' over the eight "
            "SuperGLUE tasks is the SuperGLUE score, its std over seeds finished on every task."]
+  if experiment in ("model_tuning", "multitask_model_tuning"):
+    notes.append("Starts from the public T5.1.1 checkpoints (span corruption, checkpoint_1000000), as section 3.1. "
+                 "Figure 1 prints no numbers for this curve.")
   if experiment == "main":
-    paper = [published.table3(t, "average") for t in tasks]
-    if list(tasks) == list(grid.SUPERGLUE_TASKS):
-      paper.append(published.table3("superglue", "average"))
-    else:
-      paper.append(None)  # the paper's average is over all eight tasks
-    rows.append(["xxl (paper)"] + [results.fmt(p.value if p else None) for p in paper] + [""])
-    notes.append(f"'xxl (paper)': {published.TABLE3_SOURCE}, mean of five single prompts; empty where "
-                 "the paper prints no number. Figure 1 itself is a plot without printed values.")
+    paper = [published.table3_printed(t, "average") for t in tasks]
+    paper.append(published.table3_printed("superglue", "average") if list(tasks) == list(grid.SUPERGLUE_TASKS)
+                 else None)  # the paper's average is over all eight tasks
+    rows.append(["xxl (paper)"] + [p or "" for p in paper] + [""])
+    notes.append(f"'xxl (paper)': {published.TABLE3_SOURCE}, mean of five single prompts, as printed: "
+                 "CB acc. / F1, MultiRC EM / F1a, ReCoRD EM / F1; empty where the paper prints no number. "
+                 "Figure 1 itself is a plot without printed values.")
   return results.Table(f"{experiment}: {grid.EXPERIMENTS[experiment].reproduces}", header, rows, notes)
 
 
@@ -155,15 +182,15 @@ def ensemble_table(runs: Sequence[grid.Run], sizes: Sequence[str], tasks: Sequen
       for col, v in zip(columns, ours):
         if v is not None:
           col.append(v)
-      paper = [published.table3(t, c) if z == "xxl" else None for c in published.TABLE3_COLUMNS]
-      rows.append([z, t] + [results.fmt(v) for v in ours] + [results.fmt(p.value if p else None) for p in paper])
-    paper = [published.table3("superglue", c) if z == "xxl" and list(tasks) == list(grid.SUPERGLUE_TASKS)
+      paper = [published.table3_printed(t, c) if z == "xxl" else None for c in published.TABLE3_COLUMNS]
+      rows.append([z, t] + [results.fmt(v) for v in ours] + [p or "" for p in paper])
+    paper = [published.table3_printed("superglue", c) if z == "xxl" and list(tasks) == list(grid.SUPERGLUE_TASKS)
              else None for c in published.TABLE3_COLUMNS]
-    rows.append([z, "SuperGLUE"] + [results.mean_of(c, len(tasks)) for c in columns] +
-                [results.fmt(p.value if p else None) for p in paper])
-  notes = [f"Paper: {published.TABLE3_SOURCE}. Ours: each seed's best prompt (early stopping "
-           "on dev); 'ensemble' is the majority vote of `python -m prompt_tuning_jax.eval` "
-           "with the five prompts."]
+    rows.append([z, "SuperGLUE"] + [results.mean_of(c, len(tasks)) for c in columns] + [p or "" for p in paper])
+  notes = [f"Paper: {published.TABLE3_SOURCE}, each cell as printed (CB acc. / F1, MultiRC EM / F1a, ReCoRD "
+           "EM / F1). Ours: each seed's best prompt (early stopping on dev), multi-metric tasks as the mean of "
+           "their metrics; 'ensemble' is the majority vote of `python -m prompt_tuning_jax.eval` with the five "
+           "prompts."]
   return results.Table("ensemble: " + grid.EXPERIMENTS["ensemble"].reproduces, header, rows, notes)
 
 
@@ -176,13 +203,16 @@ def transfer_table(runs: Sequence[grid.Run], sizes: Sequence[str], tasks: Sequen
     for z in sizes:
       for method in ("model_tuning", "prompt_tuning"):
         mine = [r for r in runs if r.setting.task == src and r.setting.size == z and r.setting.method == method]
-        picked = [e for r in mine if (e := results.best_eval(r.output_dir, "accuracy")) and "target/accuracy" in e]
+        picked = [e for r in mine if (e := results.best_eval(r.output_dir, r.setting.metric)) and "target/accuracy" in e]
         cells = [results.mean_std([e[f"target/{m}"] for e in picked]) for m in ("accuracy", "f1")]
-        paper = [published.table2(src, tgt, method, m) if z == "xxl" else None for m in ("accuracy", "f1")]
+        paper = [(published.table2(src, tgt, method, m), published.table2_std(src, tgt, method, m))
+                 if z == "xxl" else (None, None) for m in ("accuracy", "f1")]
         rows.append([f"{src.upper()} -> {tgt.upper()}", z, method.replace("_", " ")] + cells +
-                    [results.fmt(p.value if p else None) for p in paper] + [f"{len(picked)}/{len(mine)}"])
-  notes = [f"Paper: {published.TABLE2_SOURCE}. Ours: mean ± std over seeds of the target's dev "
-           "scores at the step with the best SOURCE dev accuracy (the target is never trained on)."]
+                    [f"{mean.printed} ± {std.printed}" if mean else "" for mean, std in paper] +
+                    [f"{len(picked)}/{len(mine)}"])
+  notes = [f"Paper: {published.TABLE2_SOURCE}, mean ± std as printed. Ours: mean ± std over seeds of the "
+           "target's dev scores at the step with the best SOURCE dev mean of accuracy and F1 (the two metrics "
+           "Table 2 reports; the target is never trained on)."]
   return results.Table("transfer: " + grid.EXPERIMENTS["transfer"].reproduces, header, rows, notes)
 
 
@@ -262,14 +292,16 @@ def figure1(root: str, sizes: Sequence[str], tasks: Sequence[str], extra: Sequen
             seeds: Sequence[int] | None = None) -> str:
   """Figure 1: prompt tuning and model tuning vs size (± std bands), from the same root."""
   series = {}
-  for name, label in (("model_tuning", "Model Tuning (ours)"), ("main", "Prompt Tuning (ours)")):
+  for name, label in (("model_tuning", "Model Tuning (ours)"),
+                      ("multitask_model_tuning", "Model Tuning (Multi-task) (ours)"),
+                      ("main", "Prompt Tuning (ours)")):
     runs = grid.expand(grid.EXPERIMENTS[name], root, sizes=sizes, tasks=tasks, extra=extra, seeds=seeds)
     by_size = size_stats(runs, name, sizes, tasks).get(VARIANTS[name](runs[0].setting))
     if by_size:
       series[label] = by_size
   points = []
   if list(tasks) == list(grid.SUPERGLUE_TASKS):
-    points.append(("Prompt Tuning, paper results.Table 3", "xxl", published.TABLE3["superglue"][0]))
+    points.append(("Prompt Tuning, paper Table 3", "xxl", published.TABLE3["superglue"][0]))
   return plot_vs_size(series, path, title="Figure 1: SuperGLUE dev score vs model size", points=points)
 
 
@@ -305,7 +337,7 @@ def _table_and_plot(name: str, runs: Sequence[grid.Run], root: str, sizes: Seque
                     tasks: Sequence[str], extra: Sequence[str], out_dir: str,
                     seeds: Sequence[int] | None = None) -> tuple[results.Table, str | None]:
   plottable = "://" not in out_dir and all(z in published.MODEL_PARAMS for z in sizes)
-  if name in ("main", "model_tuning", "demo"):
+  if name in ("main", "model_tuning", "multitask_model_tuning", "demo"):
     table = per_task_table(name, runs, sizes, tasks)
     if not plottable or name == "demo":
       return table, None

@@ -50,6 +50,7 @@ def test_main_dry_run_lists_every_run_with_its_command(tmp_path, capsys):
       "--gin_file=models/t5_1_1_xxl.gin", "--gin_file=paper/main.gin",
       f"--gin.MODEL_DIR={tmp_path}/prompt_tuning/lm_adapted/class_labels/p100/seed2/xxl/record",
       "--gin.MIXTURE_OR_TASK_NAME=superglue_record_taskless", '--gin.EARLY_STOPPING_METRIC=("f1", "em")',
+      '--gin.TASK_FEATURE_LENGTHS={"inputs": 512, "targets": 16}',  # answers longer than 8 pieces (samples)
       '--gin.CLASS_LABELS=["commonsense", "reasoning", "reading", "comprehension"]', "--gin.SEED=2"]
   assert shlex.join(rte.command) in out and shlex.join(record.command) in out
   assert {(r.setting.size, r.setting.task, r.setting.seed) for r in runs} == {
@@ -59,11 +60,13 @@ def test_main_dry_run_lists_every_run_with_its_command(tmp_path, capsys):
 
 def test_run_counts_and_shared_runs(tmp_path):
   counts = {n: len(_runs(n, tmp_path)) for n, e in experiments.EXPERIMENTS.items() if not e.hidden}
-  assert counts == {"main": 120, "model_tuning": 120, "prompt_length": 600, "init": 360,
-                    "frozen_model": 240, "ensemble": 48, "transfer": 12, "domain_shift": 6,
-                    "delta_methods": 840}
+  assert counts == {"main": 120, "model_tuning": 120, "multitask_model_tuning": 15, "prompt_length": 600,
+                    "init": 360, "frozen_model": 360, "lm_adaptation": 490, "ensemble": 48, "transfer": 12,
+                    "domain_shift": 6, "delta_methods": 840}
+  # lm_adaptation: 8 tasks x 5 sizes x 4 lengths x 3 seeds + 10 adaptation runs (10K, 50K per size)
+  assert sum(r.setting.method == "lm_adaptation" for r in _runs("lm_adaptation", tmp_path)) == 10
   main = {r.output_dir for r in _runs("main", tmp_path)}
-  for ablation in ("prompt_length", "init", "frozen_model"):  # their default point is the main run
+  for ablation in ("prompt_length", "init", "frozen_model", "lm_adaptation"):  # their default point is the main run
     assert main <= {r.output_dir for r in _runs(ablation, tmp_path)}
   ensemble = _by_name(_runs("ensemble", tmp_path))["ensemble/xxl/rte"]
   prompts = [a.split("=", 1)[1] for a in ensemble.command if a.startswith("--prompt=")]
@@ -103,7 +106,14 @@ def test_every_command_is_valid_gin(tmp_path, monkeypatch, clean_gin):
       "gs://t5-data/pretrained_models/t5x/t5_1_1_xl/checkpoint_1000000"
   assert seen[f"{MAIN}/xl/wic"]["%INITIAL_CHECKPOINT_PATH"] == \
       "gs://t5-data/pretrained_models/t5x/t5_1_1_lm100k_xl/checkpoint_1100000"
-  assert seen["model_tuning/lm_adapted/seed0/large/boolq"]["OptimConfig.learning_rate"] == 1e-3
+  mt = seen["model_tuning/span_corruption/seed0/large/boolq"]  # section 3.1: the public T5.1.1 checkpoints
+  assert mt["OptimConfig.learning_rate"] == 1e-3
+  assert mt["%INITIAL_CHECKPOINT_PATH"] == "gs://t5-data/pretrained_models/t5x/t5_1_1_large/checkpoint_1000000"
+  multi = seen["multitask_model_tuning/span_corruption/seed0/xxl/superglue"]
+  assert multi["%INITIAL_CHECKPOINT_PATH"] == "gs://t5-data/pretrained_models/t5x/t5_1_1_xxl/checkpoint_1000000"
+  assert multi["%BATCH_SIZE"] == 2048  # x 512 = 2^20 tokens (footnote 4)
+  sentinel = "prompt_tuning/span_corruption_sentinel/class_labels/p100/seed0/base/rte"
+  assert seen[sentinel]["%INITIAL_CHECKPOINT_PATH"].endswith("t5_1_1_base/checkpoint_1000000")
   assert seen["prompt_tuning/lm_adapted/class_labels/p100/seed3/xxl/copa"]["%SEED"] == 3
   qqp = seen["prompt_tuning/lm_adapted/class_labels/p100/seed2/xxl/qqp_to_mrpc"]
   assert (qqp["%TRANSFER_TARGET"], qqp["%CLASS_LABELS"]) == ("glue_mrpc_from_qqp_taskless",
@@ -147,7 +157,7 @@ def _write_metrics(model_dir, lines):
 def test_status_needs_final_step_and_prompt_or_marker(tmp_path):
   runs = _by_name(_runs("main", tmp_path, sizes=["small"], tasks=["rte"]) +
                   _runs("model_tuning", tmp_path, sizes=["small"], tasks=["rte"]))
-  pt, mt = runs[f"{MAIN}/small/rte"], runs["model_tuning/lm_adapted/seed0/small/rte"]
+  pt, mt = runs[f"{MAIN}/small/rte"], runs["model_tuning/span_corruption/seed0/small/rte"]
   assert experiments.status(pt) == "todo"
   _write_metrics(pt.output_dir, [(1000, {"accuracy": 50.0})])
   assert experiments.status(pt) == "started"
@@ -221,8 +231,8 @@ def _fake_prompt_runs(root):
   _write_metrics(runs[f"{p1}/rte"].output_dir, [(1000, {"accuracy": 50.0})])
   _write_metrics(runs[f"{p1}/cb"].output_dir, [(1000, {"macro_f1": 50.0, "accuracy": 70.0})])
   mt = _by_name(_runs("model_tuning", root, sizes=["small"], tasks=["rte", "cb"]))
-  _write_metrics(mt["model_tuning/lm_adapted/seed0/small/rte"].output_dir, [(1000, {"accuracy": 80.0})])
-  _write_metrics(mt["model_tuning/lm_adapted/seed0/small/cb"].output_dir,
+  _write_metrics(mt["model_tuning/span_corruption/seed0/small/rte"].output_dir, [(1000, {"accuracy": 80.0})])
+  _write_metrics(mt["model_tuning/span_corruption/seed0/small/cb"].output_dir,
                  [(1000, {"macro_f1": 88.0, "accuracy": 92.0})])
 
 
@@ -239,7 +249,7 @@ def test_aggregate_builds_tables_and_plots(tmp_path):
   main_md, main_csv = (results / "main.md").read_text(), (results / "main.csv").read_text()
   assert "| small | 77.0 ± 2.8 | 85.0 | 81.0 | 2/2 |" in main_md
   assert "| base | 66.0 |  | 66.0 (1/2) | 1/2 |" in main_md
-  assert "| xxl (paper) | 92.6 | 99.2 |  |  |" in main_md  # CB: mean of 99.3 acc and 99.0 F1
+  assert "| xxl (paper) | 92.6 | 99.3 / 99.0 |  |  |" in main_md  # CB as printed: acc. / F1, no derived mean
   assert main_csv.splitlines()[:3] == ["size,rte,cb,average,tasks done", "small,77.0 ± 2.8,85.0,81.0,2/2",
                                        "base,66.0,,66.0 (1/2),1/2"]
   runs_csv = (results / "main_runs.csv").read_text()
@@ -263,22 +273,22 @@ def test_aggregate_ensemble_and_transfer_tables(tmp_path):
     json.dump({"metrics": {**members, "vote/accuracy": 95.0, "member_mean/accuracy": 84.0}}, f)
   transfer = _by_name(_runs("transfer", tmp_path))
   pt = "prompt_tuning/lm_adapted/class_labels/p100"
-  _write_metrics(transfer[f"{pt}/seed0/xxl/qqp_to_mrpc"].output_dir, [
-      (1000, {"accuracy": 80.0, "target/accuracy": 70.0, "target/f1": 80.0}),
-      (2000, {"accuracy": 85.0, "target/accuracy": 74.0, "target/f1": 82.0})])
+  _write_metrics(transfer[f"{pt}/seed0/xxl/qqp_to_mrpc"].output_dir, [  # 1000: best QQP accuracy, 2000: best mean
+      (1000, {"accuracy": 86.0, "f1": 60.0, "target/accuracy": 70.0, "target/f1": 80.0}),
+      (2000, {"accuracy": 85.0, "f1": 80.0, "target/accuracy": 74.0, "target/f1": 82.0})])
   _write_metrics(transfer[f"{pt}/seed1/xxl/qqp_to_mrpc"].output_dir, [
-      (1000, {"accuracy": 86.0, "target/accuracy": 78.0, "target/f1": 86.0})])
+      (1000, {"accuracy": 86.0, "f1": 80.0, "target/accuracy": 78.0, "target/f1": 86.0})])
   report.aggregate(str(tmp_path), ["ensemble"], tasks=["rte", "cb"])
   report.aggregate(str(tmp_path), ["transfer"])
   ens = (tmp_path / "results" / "ensemble.csv").read_text().splitlines()
   assert ens[1] == "xxl,rte,84.0,88.0,95.0,92.6,93.5,93.5"  # from the eval's member/vote scores
-  assert ens[2] == "xxl,cb,,,,99.2,100.0,100.0"  # Table 3 CB: mean of accuracy and macro-F1
+  assert ens[2] == "xxl,cb,,,,99.3 / 99.0,100.00 / 100.00,100.0 / 100.0"  # Table 3 CB as printed
   assert ens[3] == "xxl,SuperGLUE,84.0 (1/2),88.0 (1/2),95.0 (1/2),,,"
   tr = (tmp_path / "results" / "transfer.csv").read_text().splitlines()
-  # seed 0 picks step 2000 (best QQP accuracy): MRPC 74 / 82; seed 1: 78 / 86; std of (74, 78) = 2.83
-  assert "QQP -> MRPC,xxl,prompt tuning,76.0 ± 2.8,84.0 ± 2.8,76.3,84.3,2/3" in tr
-  assert "QQP -> MRPC,xxl,model tuning,,,73.1,81.2,0/3" in tr
-  assert "MRPC -> QQP,xxl,prompt tuning,,,75.4,69.7,0/3" in tr
+  # seed 0 picks step 2000 (best QQP mean of accuracy and F1): MRPC 74 / 82; seed 1: 78 / 86; std 2.83
+  assert "QQP -> MRPC,xxl,prompt tuning,76.0 ± 2.8,84.0 ± 2.8,76.3 ± 0.1,84.3 ± 0.3,2/3" in tr
+  assert "QQP -> MRPC,xxl,model tuning,,,73.1 ± 0.9,81.2 ± 2.1,0/3" in tr
+  assert "MRPC -> QQP,xxl,prompt tuning,,,75.4 ± 0.8,69.7 ± 0.3,0/3" in tr
 
 
 # ---------------------------------------------------------------- a real tiny run

@@ -46,3 +46,24 @@ def test_table3_task_score_of_multi_metric_rows_is_their_mean():
   tasks = ("boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc")
   mean = sum(published.table3(t, "average").value for t in tasks) / 8
   assert abs(mean - published.table3("superglue", "average").value) < 0.3
+
+
+def test_table2_std_both_directions_as_printed():
+  printed = {("qqp", "mrpc", "model_tuning"): ("73.1", "0.9", "81.2", "2.1"),
+             ("qqp", "mrpc", "prompt_tuning"): ("76.3", "0.1", "84.3", "0.3"),
+             ("mrpc", "qqp", "model_tuning"): ("74.9", "1.3", "70.9", "1.2"),
+             ("mrpc", "qqp", "prompt_tuning"): ("75.4", "0.8", "69.7", "0.3")}
+  for (src, tgt, method), (acc, acc_sd, f1, f1_sd) in printed.items():
+    got = [published.table2(src, tgt, method, "accuracy"), published.table2_std(src, tgt, method, "accuracy"),
+           published.table2(src, tgt, method, "f1"), published.table2_std(src, tgt, method, "f1")]
+    assert [p.printed for p in got] == [acc, acc_sd, f1, f1_sd]
+
+
+def test_table3_cells_print_as_the_paper_and_derived_means_say_so():
+  assert published.table3_printed("cb", "best") == "100.00 / 100.00"
+  assert published.table3("cb", "best", "accuracy").printed == "100.00"
+  assert published.table3_printed("record", "average") == "92.7 / 93.4"
+  mean = published.table3("record", "average")  # (92.7 + 93.4) / 2: ours, with the decimals it needs
+  assert mean.derived and mean.printed == "93.05"
+  assert not published.table3("boolq", "average").derived and published.table3("boolq", "average").printed == "91.1"
+  assert published.FIGURE1_PRINTED == {}  # Figure 1 (incl. Model Tuning (Multi-task)) prints no numbers
