@@ -71,7 +71,7 @@ TABLE3: dict[str, tuple[float, float, float]] = {
 
 # Table 2: zero-shot transfer between paraphrase tasks, T5-XXL, trained on the source and
 # evaluated on the target's dev set without seeing it (mean of 3 runs).
-TABLE2_SOURCE = "Table 2 (T5-XXL, zero-shot transfer, mean of 3 runs)"
+TABLE2_SOURCE = "Table 2 (T5-XXL, zero-shot transfer, mean ± std of 3 runs)"
 TABLE2: dict[tuple[str, str], dict[str, dict[str, float]]] = {
     ("qqp", "mrpc"): {"model_tuning": {"accuracy": 73.1, "f1": 81.2},
                       "prompt_tuning": {"accuracy": 76.3, "f1": 84.3}},
