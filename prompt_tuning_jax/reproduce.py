@@ -7,8 +7,9 @@
   python -m prompt_tuning_jax.reproduce aggregate --root=/data/paper [--experiment=main,init]
   python -m prompt_tuning_jax.reproduce list
 
-Experiments: main (Figure 1, prompt tuning), model_tuning (Figure 1, baseline),
-prompt_length / init / frozen_model (Figure 3 a-c), ensemble (Table 3), transfer (Table 2).
+Experiments: main (Figure 1, prompt tuning), model_tuning and multitask_model_tuning (Figure 1,
+baselines from the public T5.1.1 checkpoints), prompt_length / init / frozen_model / lm_adaptation
+(Figure 3 a-d), ensemble (Table 3), transfer (Table 2), domain_shift (Table 1).
 Each run is one `python -m prompt_tuning_jax.train` (MODEL_DIR under --root); finished runs
 are skipped and interrupted ones resume. Extra `--gin.NAME=VALUE` flags go to every run.
 `--launcher=tpu` starts this queue on the TPU VM through run_tpu.sh (runs stay sequential).
