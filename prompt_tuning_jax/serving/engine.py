@@ -125,7 +125,7 @@ class Engine:
         result = fn(params, p.place_rows(inputs), p.place_rows(extra), ids)
     return jax.device_get(result)
 
-  def warm(self, capacity: int | None = None, log: Any = None) -> int:
+  def warm(self, capacity: int | None = None, log: Any = None, kinds: Sequence[str] = KINDS) -> int:
     """Compile every bucketed shape (for a bank of `capacity` rows; default the current
     one) by running it on zeros; -> programs compiled. Thread-safe: serving continues on
     the current bank while a grown one compiles."""
@@ -137,7 +137,7 @@ class Engine:
       params = wrapper.set_prompt(self._frozen, self.placement.place_replicated(bank))
       model = self._model(bank.shape)
     start, count = time.perf_counter(), 0
-    for kind in KINDS:
+    for kind in kinds:
       for shape in self.buckets.shapes(kind):
         rows, length, target = shape[:3]
         inputs = np.ones((rows, length), np.int32)

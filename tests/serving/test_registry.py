@@ -105,3 +105,20 @@ def test_capacity_doubles_when_full(tmp_path):
     reg.add(f"p{i}", str(d / f"p{i}.npy"))
   assert reg.capacity == 4 and reg.bank().shape == (4, 10, D)
   np.testing.assert_array_equal(reg.bank()[2], _prompt(2))
+
+
+@pytest.mark.slow
+def test_registry_on_gcs(gcs_emulator):
+  """--prompt_dir=gs://...: scanned and loaded through the one filesystem layer."""
+  root = f"{gcs_emulator}/serving_registry"
+  prompt_files.save_npy(f"{root}/rte.npy", _prompt(0))
+  prompt_files.save_peft_adapter(f"{root}/boolq", _prompt(1), base_model_name_or_path=None)
+  reg = registry_lib.PromptRegistry(root, emb_dim=D)
+  loaded, skipped = reg.scan()
+  assert sorted(loaded) == ["boolq", "rte"] and not skipped
+  bank = reg.bank()
+  rows = {e["name"]: e["row"] for e in reg.listing()}
+  np.testing.assert_array_equal(bank[rows["boolq"]], _prompt(1))
+  assert reg.inside("rte.npy") == f"{root}/rte.npy"
+  with pytest.raises(registry_lib.RegistryError):
+    reg.inside("../other/x.npy")
