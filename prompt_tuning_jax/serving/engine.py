@@ -110,11 +110,12 @@ class Engine:
 
   # ----- running
   def run(self, kind: str, inputs: np.ndarray, prompt_rows: np.ndarray, extra: np.ndarray | None = None,
-          decode_length: int = 0, params: Any = None) -> Any:
+          decode_length: int = 0, bank_state: tuple[Any, t5.Transformer] | None = None) -> Any:
     """One padded batch: inputs [B, L] int32, prompt_rows [B], extra = targets [B, T] (score)
-    or candidates [B, C, T] (classify); decode_length = T (generate). -> numpy outputs."""
+    or candidates [B, C, T] (classify); decode_length = T (generate). -> numpy outputs.
+    bank_state: (params, model) to run instead of the current bank's (warming a grown bank)."""
     with self._lock:
-      params, model = (self._params, self._model_now) if params is None else params
+      params, model = (self._params, self._model_now) if bank_state is None else bank_state
     p = self.placement
     ids = p.place_rows(np.asarray(prompt_rows, np.int32))
     with p.active():
@@ -143,11 +144,11 @@ class Engine:
         inputs = np.ones((rows, length), np.int32)
         ids = np.zeros((rows,), np.int32)
         if kind == "score":
-          self.run(kind, inputs, ids, np.ones((rows, target), np.int32), params=(params, model))
+          self.run(kind, inputs, ids, np.ones((rows, target), np.int32), bank_state=(params, model))
         elif kind == "classify":
-          self.run(kind, inputs, ids, np.ones((rows, shape[3], target), np.int32), params=(params, model))
+          self.run(kind, inputs, ids, np.ones((rows, shape[3], target), np.int32), bank_state=(params, model))
         else:
-          self.run(kind, inputs, ids, decode_length=target, params=(params, model))
+          self.run(kind, inputs, ids, decode_length=target, bank_state=(params, model))
         count += 1
       if log is not None:
         log(f"  warmed {kind}: {len(self.buckets.shapes(kind))} shapes")
