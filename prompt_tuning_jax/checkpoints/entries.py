@@ -21,6 +21,7 @@ from prompt_tuning_jax.checkpoints import fs
 from prompt_tuning_jax.checkpoints.validation import CheckpointCorruptError
 
 HF_SNAPSHOTS, HF_BLOBS = "snapshots", "blobs"
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"  # what an unfetched Git LFS file holds
 _KINDS = ((stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISCHR, "character device"),
           (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "directory"),
           (stat.S_ISREG, "regular file"))
@@ -69,8 +70,8 @@ def problem(path: str | os.PathLike, root: str, *, folder: bool = False) -> tupl
   real = os.path.realpath(path)
   if not os.path.exists(real):
     target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else real
-    return (f"is a dangling symlink to {target!r}: nothing is there (an unfetched git-annex or Git LFS file "
-            "looks like this; fetch its content, e.g. `git annex get`, or copy the real file in)"), True
+    return (f"is a dangling symlink to {target!r}: nothing is there (an unfetched git-annex file looks like "
+            "this; fetch its content, e.g. `git annex get`, or copy the real file in)"), True
   if not _inside(real, root):
     return (f"resolves to {real}, which leaves the checkpoint {root}; only files inside it are read "
             "(copy the file in, e.g. `cp -L`)"), False
@@ -82,6 +83,13 @@ def problem(path: str | os.PathLike, root: str, *, folder: bool = False) -> tupl
   if not os.access(real, os.R_OK | (os.X_OK if folder else 0)):
     return "is not readable (permission denied)", True
   return None
+
+
+def lfs_pointer_hint(head: bytes) -> str:
+  """A sentence for an error about a file whose first bytes are a Git LFS pointer, else ''."""
+  if head.startswith(LFS_POINTER):
+    return (" It is a Git LFS pointer, not the file: fetch the content (`git lfs pull`) and load again.")
+  return ""
 
 
 def check(path: str | os.PathLike, root: str, what: str, *, folder: bool = False) -> None:

@@ -179,7 +179,9 @@ def _load_weight_file(path: str, root: str) -> dict[str, np.ndarray]:
     try:
       state = load_file(path)
     except Exception as e:  # SafetensorError, OSError, ...: safetensors names no file
-      raise CheckpointCorruptError(f"cannot read safetensors file {path}: {type(e).__name__}: {e}") from None
+      with open(path, "rb") as f:
+        hint = entries.lfs_pointer_hint(f.read(64))
+      raise CheckpointCorruptError(f"cannot read safetensors file {path}: {type(e).__name__}: {e}.{hint}") from None
   else:
     import torch
     try:

@@ -137,8 +137,9 @@ class T5XCheckpointIndex:
     self._stores: dict[tuple[str, bool], tuple[ts.TensorStore, str, dict[str, Any]]] = {}
     self.checksums = checksums.read_manifest(file, self.root)  # None for checkpoints we did not write
     self._verified: set[str] = set()
+    data = fs.read_bytes(file)
     try:
-      raw = msgpack.unpackb(fs.read_bytes(file), ext_hook=_ext_hook, raw=False, strict_map_key=False)
+      raw = msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
       optimizer = raw["optimizer"] if "optimizer" in raw else raw
       self.target = _flatten_leaves(optimizer["target"], "", {})
       state = optimizer.get("state", {}) or {}
@@ -149,7 +150,8 @@ class T5XCheckpointIndex:
         step = match.group(1) if match else 0
       self.step = int(np.asarray(step))
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, msgpack.UnpackException) as e:
-      raise CheckpointCorruptError(f"cannot decode T5X checkpoint file {file}: {type(e).__name__}: {e}") from e
+      raise CheckpointCorruptError(f"cannot decode T5X checkpoint file {file}: {type(e).__name__}: {e}."
+                                   f"{entries.lfs_pointer_hint(data[:64])}") from e
 
   def _leaf(self, name: str, states: bool) -> Any:
     leaves = self.states if states else self.target
@@ -231,7 +233,7 @@ class T5XCheckpointIndex:
         arr = np.asarray(store[index].read().result() if index is not None else store.read().result())
       except ValueError as e:
         raise CheckpointCorruptError(f"cannot read zarr array {location} for {name!r} "
-                                     f"(listed in {self.file}): {e}") from e
+                                     f"(listed in {self.file}): {e}.{_lfs_chunk_hint(location)}") from e
       if index is None or arr.shape == tuple(store.shape):
         self._verify(key, arr)
     if not states:
@@ -302,6 +304,20 @@ def _chunk_index(name: str, sep: str, grid: list[int]) -> tuple[int, ...] | None
     return None
   index = tuple(int(p) for p in parts)
   return index if all(i < n for i, n in zip(index, grid)) else None
+
+
+def _lfs_chunk_hint(location: str) -> str:
+  """The Git LFS hint when one chunk of a local zarr folder is a pointer file, else ''."""
+  if fs.is_remote(location):
+    return ""
+  for name in os.listdir(location):
+    path = os.path.join(location, name)
+    if not name.startswith(".") and os.path.isfile(path) and os.path.getsize(path) < 1024:
+      with open(path, "rb") as f:
+        hint = entries.lfs_pointer_hint(f.read(64))
+      if hint:
+        return f" {path}:{hint}"
+  return ""
 
 
 def _grid_indices(grid: list[int]) -> Iterator[tuple[int, ...]]:

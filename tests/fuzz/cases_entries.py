@@ -314,3 +314,29 @@ def _(d):
   snapshot = _hf_cache(d, link)
   return _load_hf(snapshot), Refused([str(snapshot / "config.json"), "leaves the checkpoint"])
 
+
+
+# ----------------------------------------------------------------------------- Git LFS pointers
+_LFS = (b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e"
+        b"2ca24d17e2393\nsize 12345\n")
+
+
+@case("t5x entry: msgpack file is an unfetched Git LFS pointer")
+def _(d):
+  path = _t5x(d)
+  (path / "checkpoint").write_bytes(_LFS)
+  return _read_t5x(path), Refused([str(path / "checkpoint"), "git lfs pull"])
+
+
+@case("t5x entry: a chunk is an unfetched Git LFS pointer")
+def _(d):
+  path, entry = _t5x_entry(d, "chunk")
+  entry.write_bytes(_LFS)
+  return _read_t5x(path), Refused([str(entry), "git lfs pull"])
+
+
+@case("hf entry: weights are an unfetched Git LFS pointer")
+def _(d):
+  path = _hf(d)
+  (path / "model.safetensors").write_bytes(_LFS)
+  return _load_hf(path), Refused([str(path / "model.safetensors"), "git lfs pull"])
