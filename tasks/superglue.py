@@ -417,19 +417,21 @@ def multitask_rates() -> dict[str, float]:
 
 @gin.configurable
 def multitask_evaluator(train_config: Any, model: Any, *, tasks: Sequence[str] = TASKS[:8],
-                        mode: str = "greedy") -> Callable[[Any, int], dict[str, float]]:
+                        mode: str = "greedy", sample: bool = False) -> Callable[[Any, int], dict[str, float]]:
   """Eval hook of the multi-task baseline: every SuperGLUE task's dev set (T5 format, task
-  names kept) in shared batches, metrics as '<task>/<metric>' (e.g. `eval/cb/macro_f1`); each
-  task's score is later read at that task's own best eval (per-task selection)."""
+  names kept), metrics as '<task>/<metric>' (e.g. `eval/cb/macro_f1`); each
+  task's score is later read at that task's own best eval (per-task selection). `sample`: the
+  bundled 32-row samples instead (offline smoke runs)."""
+  import dataclasses
+
   from prompt_tuning_jax.evaluators import config as eval_config_lib
   from prompt_tuning_jax.evaluators import task_evaluator
-  multi = task_evaluator.MultiTaskEvaluator(
-      train_config.data, model, eval_config_lib.EvalConfig(mode=mode), [task_name(t) for t in tasks],
-      prompt_ids=[None] * len(tasks))
+  each = {t: task_evaluator.Evaluator(
+      dataclasses.replace(train_config.data, mixture_or_task_name=task_name(t, sample=sample)), model,
+      eval_config_lib.EvalConfig(mode=mode)) for t in tasks}  # no prompt: one task per batch
 
   def evaluate(params: Any, step: int) -> dict[str, float]:
-    out = multi.evaluate(params, step)
-    return {f"{t}/{k}": v for t in tasks for k, v in out[task_name(t)].items()}
+    return {f"{t}/{k}": v for t, ev in each.items() for k, v in ev(params, step).items()}
 
   return evaluate
 
