@@ -107,9 +107,9 @@ SETTINGS = """## How a number is read
 | label matching | exact string match, no stripping | T5 `string_label_to_class_id` | none |
 
 Choices where the sources are silent: the model-tuning packed target length (128); ReCoRD's
-training targets of 16 pieces (the paper gives no length; in the bundled samples 4 answers are
-longer than 8 pieces with EOS, the longest 10 + EOS; the full training split was not measured
-here); SQuAD's training targets of 32; the multi-task baseline's steps (30k, as the others);
+training targets of 16 slots (the paper gives no length; in the bundled samples 4 of the 153
+gold answers need more than 8 slots with EOS, the longest 10 pieces + EOS; the full training
+split was not measured here); SQuAD's training targets of 32; the multi-task baseline's steps (30k, as the others);
 the LM adaptation's batch (2^16 tokens, T5's pre-training batch), learning rate (1e-3, T5's
 rsqrt schedule at step 1M) and dropout (none, as T5.1.1's pre-training). Hugging Face
 backbones carry no optimizer state, so their model tuning starts Adafactor fresh (logged);
