@@ -25,7 +25,7 @@ import ml_dtypes  # also registers bfloat16 with numpy, for safetensors
 import numpy as np
 import safetensors.numpy
 
-from prompt_tuning_jax.checkpoints import fs
+from prompt_tuning_jax.checkpoints import fs, npy_header
 from prompt_tuning_jax.prompt import NUMPY_PROMPT_FILE, PROMPT_VARIABLE
 
 NUMPY_CHECKPOINTS_DIR = "numpy_checkpoints"
@@ -98,8 +98,10 @@ def load_npy(path: PathLike, *, allow_nonfinite: bool = False) -> np.ndarray:
   path = _loc(path)
   if not fs.isfile(path):
     raise FileNotFoundError(f"prompt file not found: {path}")
+  data = fs.read_bytes(path)
+  npy_header.check_npy_size(data, str(path))  # the header's shape against the bytes, before np.load allocates
   try:
-    array = np.load(io.BytesIO(fs.read_bytes(path)), allow_pickle=False)
+    array = np.load(io.BytesIO(data), allow_pickle=False)
   except (ValueError, OSError, EOFError) as e:
     raise ValueError(f"{path} is not a readable .npy prompt file: {e}") from e
   return _loaded(array, path, allow_nonfinite)

@@ -8,8 +8,8 @@ import cases_readers  # noqa: F401
 import pytest
 
 
-def test_there_are_at_least_60_cases():
-  assert len(cases.CASES) >= 60
+def test_there_are_at_least_220_cases():  # 228 with issue 19's: a case module dropped from the imports fails here
+  assert len(cases.CASES) >= 220
 
 
 @pytest.mark.parametrize("name", sorted(cases.CASES))
