@@ -162,3 +162,29 @@ def test_include_errors_name_the_file_and_line(tmp_path):
   loop_file.write_text(f"include '{loop_file}'\n")
   with pytest.raises(SystemExit, match="include cycle"):
     cli.parse_gin([str(loop_file)], [], [str(cli.GIN_DIR)])
+
+
+def test_a_command_run_as_a_program_prints_one_line_and_returns_2(monkeypatch, capsys):
+  """`main()` (as `python -m` and the console scripts call it): one line, status 2; with an
+  argv list (other Python code) the error is raised for the caller."""
+  monkeypatch.delenv("PTJ_VERBOSE", raising=False)
+  argv = ["--gin_file=tests/tiny_inline.gin", "--gin_file=runs/prompt_tuning.gin",
+          "--gin.MIXTURE_OR_TASK_NAME=demo_last_word_taskless"]
+  monkeypatch.setattr(sys, "argv", ["train", *argv])
+  assert train.main() == 2
+  captured = capsys.readouterr()
+  assert captured.err == ("error: %MODEL_DIR not set (gin/runs/prompt_tuning.gin uses %MODEL_DIR): "
+                          "add --gin.MODEL_DIR=...\n")
+  gin.clear_config()
+  with pytest.raises(cli.UsageError, match="%MODEL_DIR not set"):
+    train.main(argv)
+
+
+def test_argparse_mistakes_are_usage_errors_and_abbreviations_are_refused():
+  parser = cli.ArgumentParser(prog="cmd")
+  parser.add_argument("--distributed_timeout_s", type=int)
+  with pytest.raises(cli.UsageError, match=r"unrecognized arguments: --distributed_timeout=3 \(see cmd --help\)"):
+    parser.parse_args(["--distributed_timeout=3"])
+  with pytest.raises(cli.UsageError, match="invalid int value"):
+    parser.parse_args(["--distributed_timeout_s=x"])
+

@@ -40,10 +40,15 @@ def _read(path):
   return [json.loads(line) for line in open(path)]
 
 
-def test_eval_ensemble_greedy(tmp_path, prompts):
+def test_eval_ensemble_greedy(tmp_path, prompts, capsys):
   results = eval_cli.main(TINY + DATA + [f"--gin.MIXTURE_OR_TASK_NAME={RTE}", f"--prompt={prompts[0]}",
                                          f"--prompt={prompts[1]}", "--mode=greedy",
                                          f"--output_dir={tmp_path}"])
+  progress = [l for l in capsys.readouterr().err.splitlines() if l.startswith("[eval ")]
+  assert "reading the frozen model random:0 with 2 prompt(s)" in progress[0], progress  # as it goes, on stderr
+  assert f"evaluating {RTE} (split 'validation', mode greedy)" in progress[1], progress
+  first = min(k for k, v in results[RTE].items() if isinstance(v, (int, float)))
+  assert f"{RTE}: done: {first} {results[RTE][first]:.4g}" in progress[-1], progress
   scores = results[RTE]
   for key in ("member_0/accuracy", "member_1/accuracy", "vote/accuracy", "average/accuracy",
               "vote/invalid_rate"):
@@ -121,14 +126,15 @@ def test_eval_refuses_an_unknown_macro_before_loading(monkeypatch):
     eval_cli.main(TINY + ["--gin.EvalConfig.mdoe='rank'"])
 
 
-def test_eval_config_is_bound_from_gin_and_flags(monkeypatch):
+def test_eval_config_is_bound_from_gin_and_flags(monkeypatch, prompts):
   """runs/eval.gin maps the training macros onto EvalConfig; flags override gin."""
   from prompt_tuning_jax.evaluators import driver
   seen = []
-  monkeypatch.setattr(driver, "evaluate", lambda cfg, placement=None: seen.append(cfg) or {})
+  monkeypatch.setattr(driver, "evaluate", lambda cfg, placement=None, progress=False: seen.append(cfg) or {})
   eval_cli.main(["--gin_file=models/t5_1_1_small.gin", f"--gin.MIXTURE_OR_TASK_NAME={RTE}", "--gin.BATCH_SIZE=4",
-                 "--gin.EvalConfig.num_beams=3", "--gin.EvalConfig.mode='beam'", "--mode=rank", "--prompt=a.npy"])
+                 "--gin.EvalConfig.num_beams=3", "--gin.EvalConfig.mode='beam'", "--mode=rank",
+                 f"--prompt={prompts[0]}"])
   cfg = seen[0]
   assert (cfg.mode, cfg.num_beams, cfg.data.batch_size, cfg.data.mixture_or_task_name) == ("rank", 3, 4, RTE)
   assert cfg.model.checkpoint_path == "gs://t5-data/pretrained_models/t5x/t5_1_1_lm100k_small/checkpoint_1100000"
-  assert cfg.model.t5.emb_dim == 512 and cfg.model.prompts == ("a.npy",)
+  assert cfg.model.t5.emb_dim == 512 and cfg.model.prompts == (prompts[0],)
