@@ -48,12 +48,13 @@ def _train(argv: Sequence[str]) -> loop.TrainResult:
   config = cli.build_config(loop.TrainConfig)  # every field bound by gin
   cli.check_checkpoint_path(config.initial_checkpoint_path, "INITIAL_CHECKPOINT_PATH")
   distributed.initialize_from_flags(args)
-  cli.check_data(config.data, splits=("train",) + ((config.data.eval_split,) if config.evaluator else ()))
+  with loop.run_folder_lock(config.model_dir):  # one run per MODEL_DIR: a second is refused here, in seconds
+    cli.check_data(config.data, splits=("train",) + ((config.data.eval_split,) if config.evaluator else ()))
 
-  def write_config() -> None:  # only once the backbone loaded and the resume checks passed
-    cli.write_operative_config(config.model_dir)
+    def write_config() -> None:  # only once the backbone loaded and the resume checks passed
+      cli.write_operative_config(config.model_dir)
 
-  result = loop.train(config, on_ready=write_config if distributed.is_primary() else None)
+    result = loop.train(config, on_ready=write_config if distributed.is_primary() else None)
   if not result.preempted:  # a preempted run said so (and exported nothing)
     print(f"done: step {result.step}, best {result.best}, prompt in {config.model_dir}")
   return result

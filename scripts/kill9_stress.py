@@ -7,7 +7,9 @@ in a subprocess and SIGKILLs it: odd trials while a random checkpoint is being w
 (its `<step>.orbax-checkpoint-tmp` folder exists under train_state/), even trials after a random
 number of logged steps plus a random delay. The trial is then rerun to completion (the
 resume path: leftover temp folders removed, newest intact step restored) and its final
-prompt compared bit for bit with the reference. Not part of CI: it takes minutes. The
+prompt compared bit for bit with the reference; the kill leaves the run lock
+(MODEL_DIR/run.lock) behind, and the rerun must take it over as stale and release it at the
+end. Not part of CI: it takes minutes. The
 runs share a JAX compilation cache (same executables, so the same bits) and `--parallel`
 trials run at once.
 """
@@ -45,11 +47,13 @@ def _start(model_dir: pathlib.Path, steps: int) -> subprocess.Popen:
                           stderr=subprocess.PIPE)
 
 
-def _finish(model_dir: pathlib.Path, steps: int) -> None:
+def _finish(model_dir: pathlib.Path, steps: int) -> str:
+  """Run to the end; its stderr."""
   proc = _start(model_dir, steps)
   _, err = proc.communicate(timeout=600)
   if proc.returncode != 0:
     raise RuntimeError(f"run in {model_dir} failed:\n{err.decode()[-3000:]}")
+  return err.decode()
 
 
 def _tmp_dirs(model_dir: pathlib.Path) -> list[str]:
@@ -90,10 +94,12 @@ def trial(model_dir: pathlib.Path, steps: int, during_checkpoint: bool, rng: ran
     after, delay = rng.randint(1, steps - 1), rng.uniform(0, 0.05)
     killed = _kill_when(proc, lambda: _logged_steps(model_dir) >= after and (time.sleep(delay) or True))
     moment = f"after step {after} + {delay * 1000:.0f} ms"
-  left = _tmp_dirs(model_dir)
-  _finish(model_dir, steps)
+  left, lock_left = _tmp_dirs(model_dir), (model_dir / "run.lock").exists()
+  err = _finish(model_dir, steps)
   return {"moment": moment, "killed": killed, "temp_left_by_kill": left,
-          "temp_after_resume": _tmp_dirs(model_dir)}
+          "temp_after_resume": _tmp_dirs(model_dir), "lock_left_by_kill": lock_left,
+          "stale_lock_taken_over": "taking over the stale run lock" in err,
+          "lock_after_resume": (model_dir / "run.lock").exists()}
 
 
 def main() -> int:
@@ -121,7 +127,8 @@ def main() -> int:
       identical += same
       print(f"trial {i}: kill at {result['moment']}: killed={result['killed']} "
             f"temp dirs left by the kill={result['temp_left_by_kill']} after resume={result['temp_after_resume']} "
-            f"bit-identical={same}", flush=True)
+            f"lock left by the kill={result['lock_left_by_kill']} taken over={result['stale_lock_taken_over']} "
+            f"lock after resume={result['lock_after_resume']} bit-identical={same}", flush=True)
   print(f"{identical} of {args.trials} resumed runs reached a prompt bit-identical to the uninterrupted run "
         f"({time.time() - t0:.0f} s, work in {work})")
   return 0 if identical == args.trials else 1

@@ -5,11 +5,12 @@ resume, data, loop (metrics, checkpoints, eval, early stopping), export.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import flax.linen as nn
 import jax
@@ -240,29 +241,28 @@ def train(cfg: TrainConfig, on_ready: Callable[[], None] | None = None) -> Train
   backbone, resume fingerprint and shapes, a non-finite saved state) runs before the first
   byte under MODEL_DIR changes; `on_ready` (e.g. writing config.gin) runs once they passed."""
   distributed.require_initialized()  # several processes acting alone would share MODEL_DIR
-  lock = _lock_run_folder(cfg.model_dir)
-  try:
+  with run_folder_lock(cfg.model_dir):
     return _train(cfg, on_ready)
-  finally:
-    if lock is not None:
-      lock.release()
 
 
-def _lock_run_folder(model_dir: str) -> run_lock.RunLock | None:
-  """The primary process takes the lock; the others learn whether it could."""
-  lock, refusal = None, None
-  if distributed.is_primary():
-    try:
-      lock = run_lock.RunLock(model_dir)
-    except run_lock.RunLockedError as e:
-      refusal = e
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    if not int(multihost_utils.broadcast_one_to_all(np.int32(refusal is None))) and refusal is None:
-      refusal = run_lock.RunLockedError(f"{model_dir} is in use by another run (the primary process names it)")
-  if refusal is not None:
-    raise refusal
-  return lock
+@contextlib.contextmanager
+def run_folder_lock(model_dir: str) -> Iterator[None]:
+  """MODEL_DIR's run lock (trainer/run_lock.py) for the block: the primary process takes it,
+  the others learn whether it could (and all refuse alike)."""
+  with contextlib.ExitStack() as stack:
+    refusal = None
+    if distributed.is_primary():
+      try:
+        stack.enter_context(run_lock.hold(model_dir))
+      except run_lock.RunLockedError as e:
+        refusal = e
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      if not int(multihost_utils.broadcast_one_to_all(np.int32(refusal is None))) and refusal is None:
+        refusal = run_lock.RunLockedError(f"{model_dir} is in use by another run (the primary process names it)")
+    if refusal is not None:
+      raise refusal
+    yield
 
 
 # Under MODEL_DIR: what must be a folder, what a file, if present at all.
@@ -287,8 +287,7 @@ def check_run_folder(model_dir: str) -> None:
 
 def _train(cfg: TrainConfig, on_ready: Callable[[], None] | None) -> TrainResult:
   """`train` under the run lock: checks, then changes, then the loop."""
-  if distributed.is_primary():
-    check_run_folder(cfg.model_dir)
+  check_run_folder(cfg.model_dir)  # every process: all refuse alike, none waits on a refused primary
   run = _Run(cfg)
   run.resume()
   # Every check passed: from here on MODEL_DIR changes.

@@ -85,7 +85,8 @@ class RunLock:
   """The held lock of one run; `release()` (idempotent) gives it back."""
 
   def __init__(self, model_dir: str, *, heartbeat_s: float = HEARTBEAT_S, stale_after_s: float = STALE_AFTER_S):
-    self.model_dir = fs.abspath(model_dir)
+    model_dir = str(model_dir)
+    self.model_dir = fs.abspath(model_dir[len("file://"):] if model_dir.startswith("file://") else model_dir)
     self.path = fs.join(self.model_dir, LOCK_NAME)
     self.record = _record()
     self._heartbeat_s, self._stale_after_s = heartbeat_s, stale_after_s
@@ -93,6 +94,7 @@ class RunLock:
     self._created_dirs: list[str] = []
     self._generation: str | None = None
     self._stop = threading.Event()
+    self._stale_reason = ""
     self._thread: threading.Thread | None = None
     if fs.is_remote(self.model_dir):
       self._acquire_remote()
@@ -252,11 +254,26 @@ def _updated(path: str) -> float | None:
   return float(value) if value is not None else None
 
 
+_held: dict[str, list] = {}  # lock path -> [RunLock, holds]: this process's own locks
+_held_guard = threading.Lock()
+
+
 @contextlib.contextmanager
 def hold(model_dir: str, **kwargs) -> Iterator[RunLock]:
-  """The run lock of `model_dir` for the duration of the block (released on any exit)."""
-  lock = RunLock(model_dir, **kwargs)
+  """The run lock of `model_dir` for the duration of the block, released on any exit.
+  Re-entrant within a process: the train command takes it before its data checks (so a
+  second run is refused in seconds), `loop.train` takes it again inside."""
+  key = fs.join(fs.abspath(str(model_dir)), LOCK_NAME)
+  with _held_guard:
+    entry = _held.get(key)
+    if entry is None:
+      entry = _held[key] = [RunLock(model_dir, **kwargs), 0]
+    entry[1] += 1
   try:
-    yield lock
+    yield entry[0]
   finally:
-    lock.release()
+    with _held_guard:
+      entry[1] -= 1
+      if entry[1] == 0:
+        del _held[key]
+        entry[0].release()

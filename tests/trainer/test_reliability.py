@@ -134,10 +134,12 @@ def test_disk_full_save_leaves_no_temp_dir_and_the_rerun_completes(tmp_path, str
   np.testing.assert_array_equal(np.load(model_dir / "prompt.npy"), np.load(straight / "prompt.npy"))
 
 
-def test_leftover_temp_dirs_are_removed_at_start(tmp_path):
+def test_leftover_temp_dirs_are_removed_only_once_the_checks_passed(tmp_path):
   leftover = tmp_path / "run/train_state/6.orbax-checkpoint-tmp"
   (leftover / "state").mkdir(parents=True)
-  train_state.TrainCheckpointer(str(tmp_path / "run"), keep=2, fingerprint={})
+  checkpointer = train_state.TrainCheckpointer(str(tmp_path / "run"), keep=2, fingerprint={})
+  assert checkpointer.restore({}) is None and leftover.exists()  # opening and checking change nothing
+  checkpointer.tidy()
   assert not leftover.exists()
 
 

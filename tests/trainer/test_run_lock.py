@@ -73,6 +73,18 @@ def test_a_held_folder_is_refused_naming_the_holder_and_a_killed_holder_is_taken
   run_lock.RunLock(model_dir).release()  # free again
 
 
+def test_a_process_may_take_its_own_lock_again_and_it_is_released_with_the_outer_hold(tmp_path):
+  """The train command holds the lock from before its data checks; loop.train takes it again."""
+  model_dir = str(tmp_path / "run")
+  with run_lock.hold(model_dir) as outer:
+    with run_lock.hold(model_dir) as inner:
+      assert inner is outer
+    assert (tmp_path / "run/run.lock").exists()
+    with pytest.raises(run_lock.RunLockedError):
+      run_lock.RunLock(model_dir)  # anyone else (here: a second lock object) is refused
+  assert not (tmp_path / "run").exists()
+
+
 def test_a_lock_made_folder_is_removed_again_when_the_run_is_refused(tmp_path):
   lock = run_lock.RunLock(str(tmp_path / "new" / "run"))
   assert (tmp_path / "new/run/run.lock").exists()
