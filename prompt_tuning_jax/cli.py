@@ -48,6 +48,7 @@ class ArgumentParser(argparse.ArgumentParser):
   knows `--verbose`."""
 
   def __init__(self, *args, **kwargs):
+    kwargs.setdefault("prog", _program_name())
     kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
     kwargs.setdefault("allow_abbrev", False)  # --distributed_timeout is a typo, not --distributed_timeout_s
     super().__init__(*args, **kwargs)
@@ -56,6 +57,15 @@ class ArgumentParser(argparse.ArgumentParser):
 
   def error(self, message: str):
     raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _program_name() -> str:
+  """`python -m prompt_tuning_jax.train` for a command module run with -m (argparse would
+  say `train.py`), else the script's name (e.g. the console script `ptj-train`)."""
+  script = pathlib.Path(sys.argv[0]) if sys.argv and sys.argv[0] else pathlib.Path("prompt_tuning_jax")
+  if script.suffix == ".py" and script.resolve().parent == pathlib.Path(__file__).resolve().parent:
+    return f"python -m prompt_tuning_jax.{script.stem}"
+  return script.name
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
