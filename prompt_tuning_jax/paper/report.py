@@ -32,6 +32,7 @@ VARIANTS = {
                                "span_corruption_sentinel": "Span Corruption + Sentinel",
                                "lm_adapted": "LM Adaptation (100K)"}[s.frozen],
     "lm_adaptation": lambda s: f"{s.lm_steps // 1000}K",
+    "delta_methods": lambda s: s.method,
     "demo": lambda s: "demo",
 }
 
@@ -71,12 +72,12 @@ def _scores(runs: Sequence[grid.Run], experiment: str) -> dict[tuple[str, str, s
   for r in runs:
     if r.kind != "train" or r.setting.method == "lm_adaptation":
       continue
-    variant = VARIANTS[experiment](r.setting)
     if r.setting.method == "multitask_model_tuning":
-      for t, score in multitask_scores(r).items():
-        out.setdefault((r.setting.size, variant, t), {})[r.setting.seed] = score
-    elif (score := run_score(r)) is not None:
-      out.setdefault((r.setting.size, variant, r.setting.task), {})[r.setting.seed] = score
+      by_task = multitask_scores(r)
+    else:
+      by_task = {} if (score := run_score(r)) is None else {r.setting.task: score}
+    for t, score in by_task.items():  # the variant label only where there is a score
+      out.setdefault((r.setting.size, VARIANTS[experiment](r.setting), t), {})[r.setting.seed] = score
   return out
 
 

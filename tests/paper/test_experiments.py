@@ -326,3 +326,18 @@ def test_extra_flags_reach_each_command_only_where_its_gin_knows_them(tmp_path, 
     assert gin.query_parameter("%BATCH_SIZE") == 16
   # NUM_PARTITIONS and BATCH_SIZE reach eval (runs/frozen_model.gin, runs/eval.gin); TRAIN_STEPS does not.
   assert [a for a in evals[0].command if a.startswith("--gin.") and a in extra] == extra[:1] + extra[2:]
+
+
+def test_aggregate_every_experiment_on_an_empty_root(tmp_path):
+  """Every listed experiment (new ones included) tabulates with no finished runs: empty cells, no error."""
+  names = [n for n, e in experiments.EXPERIMENTS.items() if not e.hidden]
+  for name in names:
+    exp = experiments.EXPERIMENTS[name]
+    superglue = exp.tasks == experiments.SUPERGLUE_TASKS
+    written = report.aggregate(str(tmp_path), [name], sizes=["small"] if len(exp.sizes) > 1 else None,
+                               tasks=["rte"] if superglue else None, seeds=[0])
+    assert list(written) == [name]
+  lm = (tmp_path / "results" / "lm_adaptation.csv").read_text().splitlines()
+  assert lm == ["size,0K,10K,50K,100K", "small,,,,"]
+  frozen = (tmp_path / "results" / "frozen_model.csv").read_text().splitlines()
+  assert frozen[0] == "size,Span Corruption,Span Corruption + Sentinel,LM Adaptation (100K)"
