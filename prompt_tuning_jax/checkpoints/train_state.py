@@ -93,6 +93,14 @@ class TrainCheckpointer:
       raise NonFiniteStateError(f"refusing to save training checkpoint step {step} under {self.directory}: "
                                 f"{bad} hold NaN or Inf")
     meta = dict(meta, fingerprint=self.fingerprint, checksums={k: checksums.digest(v) for k, v in leaves.items()})
+    attempt = lambda: self._save_attempt(step, state, meta)
+    if jax.process_count() > 1:  # a collective save: one process retrying alone would leave the others waiting
+      attempt()
+    else:  # transient storage errors (gs://): the failed try cleaned up after itself, try again
+      fs.retrying("saving training checkpoint", fs.join(self.directory, str(step)), attempt)
+
+  def _save_attempt(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+    """One try at `save`; on failure its partial files are removed before it raises."""
     before = set(threading.enumerate())
     try:
       self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -217,7 +225,8 @@ def state_checksums(state: Any) -> dict[str, str]:
 
 def nonfinite_keys(leaves: dict[str, np.ndarray]) -> list[str]:
   """The key paths whose floating-point values include NaN or Inf."""
-  return sorted(k for k, v in leaves.items() if jax.numpy.issubdtype(v.dtype, jax.numpy.inexact) and not np.isfinite(v).all())
+  return sorted(k for k, v in leaves.items()
+                if jax.numpy.issubdtype(v.dtype, jax.numpy.inexact) and not np.isfinite(v).all())
 
 
 def _abstract(x: Any) -> Any:

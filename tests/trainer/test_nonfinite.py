@@ -60,7 +60,8 @@ def test_the_step_never_applies_an_update_that_would_not_be_finite(tmp_path, lr,
 @pytest.mark.parametrize("lr, culprit", [(1e39, r"update_norm=inf"), (1e38, r"param_norm=inf")])
 def test_stop_names_the_step_and_metric_and_saves_nothing_non_finite(tmp_path, lr, culprit):
   model_dir = tmp_path / "run"
-  with pytest.raises(loop.NonFiniteError, match=rf"step 1: .*{culprit}.*not finite.*not applied.*no checkpoint was saved") as err:
+  expected = rf"step 1: .*{culprit}.*not finite.*not applied.*no checkpoint was saved"
+  with pytest.raises(loop.NonFiniteError, match=expected) as err:
     loop.train(_lr(model_dir, lr, train_steps=3, checkpoint_period=1))
   assert str(model_dir / "train_state") in str(err.value)
   assert not (model_dir / "train_state").exists() and not (model_dir / "prompt.npy").exists()
