@@ -9,28 +9,25 @@ prompt's P x 64 numbers change.
 
   python -m prompt_tuning_jax.demo [--model_dir runs/demo] [--steps 200] [--prompt_length 10] [--ablations]
 
-Prints the before/after table, writes learning_curve.png and exports the prompt (.npy, the
-original release's numpy_checkpoints layout, a PEFT adapter and a model card).
+Prints the before/after table, writes learning_curve.png and exports the best prompt to
+MODEL_DIR/export/ (.npy, the original release's numpy_checkpoints layout, a PEFT adapter and a
+model card, all at the global step: the bundled checkpoint's 1500 plus the steps trained), with
+the frozen model converted to Hugging Face format beside it (export/base_model/, named by the
+adapter) so that `AutoPeftModelForSeq2SeqLM.from_pretrained("MODEL_DIR/export/peft")` loads it.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
 import time
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from prompt_tuning_jax import export
+from prompt_tuning_jax import cli
 
-from prompt_tuning_jax.text import data, vocab
-from prompt_tuning_jax.checkpoints import backbone
-from prompt_tuning_jax.model.config import SIZES
-from prompt_tuning_jax.evaluators import task_evaluator
-from prompt_tuning_jax.evaluators.config import EvalConfig
-from prompt_tuning_jax.model import t5
-from prompt_tuning_jax.prompt import initializers, wrapper
-from prompt_tuning_jax.trainer import loop, optim
+if TYPE_CHECKING:  # the library loads inside the functions, so `--help` needs no jax
+  from prompt_tuning_jax.prompt import initializers
+  from prompt_tuning_jax.trainer import loop
 
 DEMO_CHECKPOINT = pathlib.Path(__file__).parent / "assets" / "demo_model" / "checkpoint_1500"
 TASK = "demo_last_word_taskless"
@@ -40,6 +37,11 @@ LENGTHS = {"inputs": 16, "targets": 4}
 def demo_config(model_dir: str, *, steps: int, prompt_length: int, init: initializers.Initializer,
                 seed: int = 0) -> loop.TrainConfig:
   """Prompt tuning as in the paper (Adafactor, lr 0.3), scaled to the tiny model."""
+  from prompt_tuning_jax.evaluators import task_evaluator  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.model.config import SIZES  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.prompt import wrapper  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.text import data  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.trainer import loop, optim  # pylint: disable=g-import-not-at-top
   return loop.TrainConfig(
       model_dir=model_dir, initial_checkpoint_path=str(DEMO_CHECKPOINT), t5=SIZES["demo"],
       data=data.DataConfig(TASK, "prompt_tuning_jax.tasks.demo", LENGTHS, batch_size=32, seed=seed),
@@ -51,6 +53,12 @@ def demo_config(model_dir: str, *, steps: int, prompt_length: int, init: initial
 
 def frozen_scores() -> dict[str, float]:
   """Accuracy of the frozen model with no prompt: told the task (prefix) and taskless."""
+  from prompt_tuning_jax.checkpoints import backbone  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.evaluators import task_evaluator  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.evaluators.config import EvalConfig  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.model import t5  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.model.config import SIZES  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.text import data  # pylint: disable=g-import-not-at-top
   params, _ = backbone.load_frozen(str(DEMO_CHECKPOINT), SIZES["demo"])
   model = t5.Transformer(SIZES["demo"])
   out = {}
@@ -59,6 +67,16 @@ def frozen_scores() -> dict[str, float]:
     evaluator = task_evaluator.Evaluator(data_config, model, EvalConfig())
     out[name] = evaluator(params)["accuracy"]
   return out
+
+
+def _hf_backbone(directory: str) -> str:
+  """The bundled frozen model in Hugging Face format (this project's converter), for the
+  PEFT adapter to name; returns its absolute path."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.checkpoints import backbone, hf  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.model.config import SIZES  # pylint: disable=g-import-not-at-top
+  params, _ = backbone.load_frozen(str(DEMO_CHECKPOINT), SIZES["demo"])
+  return os.path.abspath(hf.save_hf_checkpoint(directory, jax.device_get(params), SIZES["demo"]))
 
 
 def plot_learning_curve(history: list[dict], path: str, baseline: float) -> None:
@@ -77,14 +95,19 @@ def plot_learning_curve(history: list[dict], path: str, baseline: float) -> None
   plt.close(fig)
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@cli.command
+def main(argv: Sequence[str]) -> dict:
+  parser = cli.ArgumentParser(description=__doc__)
   parser.add_argument("--model_dir", default=os.path.join("runs", "demo"))
   parser.add_argument("--steps", type=int, default=200)
   parser.add_argument("--prompt_length", type=int, default=10)
   parser.add_argument("--ablations", action="store_true",
                       help="also run init and prompt-length ablations in miniature (ablations.png)")
   args = parser.parse_args(argv)
+  from prompt_tuning_jax import export  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.model.config import SIZES  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.prompt import initializers  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.trainer import loop  # pylint: disable=g-import-not-at-top
   start = time.time()
   before = frozen_scores()
   cfg = demo_config(args.model_dir, steps=args.steps, prompt_length=args.prompt_length,
@@ -92,11 +115,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
   result = loop.train(cfg)
   after = max(h["accuracy"] for h in result.history)
   plot_learning_curve(result.history, os.path.join(args.model_dir, "learning_curve.png"), before[TASK])
-  exported = export.export_prompt(
-      os.path.join(args.model_dir, "best", "prompt.npy"), os.path.join(args.model_dir, "export"),
-      step=result.best["step"], base_model="prompt_tuning_jax demo T5 (assets/demo_model)", task=TASK,
+  export_dir = os.path.join(args.model_dir, "export")
+  base_model = _hf_backbone(os.path.join(export_dir, "base_model"))
+  _, exported = export.export_run_prompt(
+      args.model_dir, export_dir, best=True, base_model=base_model,
+      backbone=f"prompt_tuning_jax demo T5 (assets/demo_model/{DEMO_CHECKPOINT.name})", task=TASK,
       init="sampled_vocab(5000)", metrics={"accuracy": after}, num_heads=SIZES["demo"].num_heads,
       num_layers=SIZES["demo"].num_decoder_layers)
+  exported["base_model"] = base_model
   summary = {"frozen_told_the_task": before["demo_last_word"], "frozen_taskless_no_prompt": before[TASK],
              "frozen_taskless_with_learned_prompt": after, "trainable_params": args.prompt_length * SIZES["demo"].emb_dim,
              "steps": result.step, "wall_seconds": round(time.time() - start, 1)}
@@ -114,7 +140,10 @@ def run_ablations(model_dir: str, steps: int) -> dict:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
+  from prompt_tuning_jax.prompt import initializers  # pylint: disable=g-import-not-at-top
   from prompt_tuning_jax.tasks import demo as demo_tasks
+  from prompt_tuning_jax.text import vocab  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.trainer import loop  # pylint: disable=g-import-not-at-top
   vocabulary = vocab.load_vocabulary()
   words = list(demo_tasks.WORDS)
   inits = {"random uniform [-0.5, 0.5]": initializers.uniform_symmetric(0.5),
@@ -155,4 +184,4 @@ def _table(s: dict, exported: dict, model_dir: str) -> str:
 
 
 if __name__ == "__main__":
-  main()
+  raise SystemExit(main())

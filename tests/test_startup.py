@@ -110,7 +110,9 @@ def test_demo_table_and_exports_load(demo_run):
   best = np.load(model_dir / "best" / "prompt.npy")
   assert best.shape == (10, 64) and np.isfinite(best).all()
   np.testing.assert_array_equal(np.load(export / "prompt.npy"), best)
-  step = json.loads((export / "model_card.json").read_text())["steps"]
+  card = json.loads((export / "model_card.json").read_text())
+  step = card["step"]  # global: the bundled checkpoint_1500 plus the best prompt's steps trained
+  assert step == 1500 + card["steps_trained"] and 0 <= card["steps_trained"] <= 2
   release = export / "numpy_checkpoints" / f"checkpoint_{step}" / "encoder.prompt.prompt.prompt"
   np.testing.assert_array_equal(np.load(release), best)  # the original release's file is a plain .npy
   peft_dir = export / "peft"

@@ -7,6 +7,7 @@
   `adapter_model.safetensors` holding `prompt_embeddings`).
 * A variable inside a T5X checkpoint directory (read lazily through
   `prompt_tuning_jax.checkpoints.t5x.read_t5x_variable`).
+* A run folder (MODEL_DIR): its final prompt (`run_folder.find_prompt` picks others).
 
 `load_prompt` detects the format; every loader returns float32 numpy `[P, d]`.
 """
@@ -16,6 +17,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -147,6 +149,43 @@ def load_numpy_checkpoint(path: PathLike, *, allow_nonfinite: bool = False) -> n
 
 
 # ----- Hugging Face PEFT prompt-tuning adapter -----
+
+_HF_CACHE_SNAPSHOT = re.compile(r"(?:^|/)models--([^/]+)--([^/]+)/snapshots/[^/]+/?$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def peft_base_model(backbone: str | None) -> str | None:
+  """The `base_model_name_or_path` for a frozen backbone, so that `AutoPeftModel*` finds it.
+
+  The public LM-adapted T5X checkpoints
+  (`gs://t5-data/pretrained_models/t5x/t5_1_1_lm100k_<size>/checkpoint_1100000`, or a copy
+  keeping that folder name) are `google/t5-<size>-lm-adapt` on the Hugging Face hub. A
+  Hugging Face folder gives the hub id it came from (its hub-cache folder name, or the
+  `_name_or_path` of its config.json), else its own absolute path, as PEFT records a local
+  model. Other T5X checkpoints and random weights give None (nothing PEFT can load).
+  """
+  from prompt_tuning_jax.model.config import LM100K_CHECKPOINTS  # pylint: disable=g-import-not-at-top
+  if not backbone:
+    return None
+  backbone = os.fspath(backbone).rstrip("/")
+  for size, public in LM100K_CHECKPOINTS.items():
+    tail = "/".join(public.split("/")[-2:])
+    if backbone == public or backbone.endswith("/" + tail) or backbone == tail:
+      return f"google/t5-{size}-lm-adapt"
+  config_path = fs.join(backbone, "config.json")
+  if fs.is_remote(backbone) or not fs.isfile(config_path):
+    return None
+  cached = _HF_CACHE_SNAPSHOT.search(os.path.abspath(backbone))
+  if cached:
+    return f"{cached.group(1)}/{cached.group(2)}"
+  try:
+    named = json.loads(fs.read_text(config_path)).get("_name_or_path")
+  except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+    named = None
+  if isinstance(named, str) and _HUB_ID.match(named) and not os.path.exists(named):
+    return named
+  return os.path.abspath(backbone)
+
 
 def peft_adapter_config(*, num_virtual_tokens: int, token_dim: int,
                         base_model_name_or_path: str | None,
@@ -291,12 +330,14 @@ def load_t5x_prompt(path: PathLike, variable: str = PROMPT_VARIABLE,
 # ----- format detection -----
 
 def detect_format(path: PathLike) -> str:
-  """One of 'npy', 'peft', 't5x'; raises ValueError naming `path` otherwise.
+  """One of 'npy', 'peft', 't5x', 'run'; raises ValueError naming `path` otherwise.
 
   'npy' covers `.npy` files, numpy-checkpoint files without suffix, and a
   `numpy_checkpoints/checkpoint_<step>` folder (it holds one such file). 't5x'
   covers a checkpoint folder, its `checkpoint` file and single-file checkpoints.
+  'run' is a training run's MODEL_DIR.
   """
+  from prompt_tuning_jax.prompt import run_folder  # pylint: disable=g-import-not-at-top  (it reads prompts here)
   path = _loc(path)
   if fs.isdir(path):
     if fs.isfile(fs.join(path, PEFT_CONFIG_FILE)):
@@ -305,14 +346,16 @@ def detect_format(path: PathLike) -> str:
       return "t5x"
     if fs.isfile(fs.join(path, NUMPY_PROMPT_FILE)):
       return "npy"
+    if run_folder.is_run_folder(path):
+      return "run"
     raise ValueError(
         f"cannot tell the prompt format of folder {path}: expected {PEFT_CONFIG_FILE} "
-        f"(PEFT adapter), {T5X_CHECKPOINT_FILE} (T5X checkpoint) or "
-        f"{NUMPY_PROMPT_FILE} (numpy checkpoint) inside it")
+        f"(PEFT adapter), {T5X_CHECKPOINT_FILE} (T5X checkpoint), "
+        f"{NUMPY_PROMPT_FILE} (numpy checkpoint) or a training run's {run_folder.FINAL_PROMPT}, "
+        f"{NUMPY_CHECKPOINTS_DIR}/ or {run_folder.TRAIN_STATE_DIR}/ inside it")
   if not fs.isfile(path):
     raise FileNotFoundError(f"prompt path not found: {path}")
-  with fs.open(path, "rb") as f:
-    head = f.read(len(_NPY_MAGIC))
+  head = fs.read_head(path, len(_NPY_MAGIC))
   if head == _NPY_MAGIC:
     return "npy"
   # A T5X msgpack file starts with a map header: fixmap 0x80-0x8f, map16/32.
@@ -333,6 +376,9 @@ def load_prompt(path: PathLike, expected_shape: Sequence[int] | None = None, *,
   (unless `allow_nonfinite`).
   """
   kind = detect_format(path)
+  if kind == "run":
+    from prompt_tuning_jax.prompt import run_folder  # pylint: disable=g-import-not-at-top
+    path = run_folder.find_prompt(path).path
   if kind == "peft":
     return check_shape(load_peft_adapter(path, allow_nonfinite=allow_nonfinite), expected_shape, path)
   if kind == "t5x":
@@ -358,16 +404,20 @@ def _jsonable(value: Any, key: str) -> Any:
 
 
 def write_model_card(path: PathLike, *, backbone: str, task: str,
-                     prompt_length: int, init: str, steps: int,
+                     prompt_length: int, init: str, step: int, steps_trained: int | None,
                      dev_metrics: Mapping[str, Any],
                      extra: Mapping[str, Any] | None = None) -> Location:
   """Writes a small JSON card describing how a prompt was trained.
 
-  `extra` keys are added at the top level and may not shadow the fixed ones.
+  `step` is the global step (the backbone checkpoint's step plus the steps trained, the
+  number in `numpy_checkpoints/checkpoint_<step>`); `steps_trained` the prompt-tuning
+  steps that led to it (None when unknown). `extra` keys are added at the top level and
+  may not shadow the fixed ones.
   """
-  card = {"format": "prompt_tuning_jax.model_card", "format_version": 1,
+  card = {"format": "prompt_tuning_jax.model_card", "format_version": 2,
           "backbone": backbone, "task": task, "prompt_length": int(prompt_length),
-          "init": init, "steps": int(steps), "dev_metrics": dict(dev_metrics)}
+          "init": init, "step": int(step), "steps_trained": None if steps_trained is None else int(steps_trained),
+          "dev_metrics": dict(dev_metrics)}
   for key, value in (extra or {}).items():
     if key in card:
       raise ValueError(f"model card extra key {key!r} clashes with a fixed field")

@@ -41,14 +41,14 @@ def test_prompt_files_on_gcs_equal_local(gcs_emulator, tmp_path):
   ckpt = prompt_files.save_numpy_checkpoint(root, 7, prompt)
   peft = prompt_files.save_peft_adapter(fs.join(root, "peft"), prompt, base_model_name_or_path="m")
   card = prompt_files.write_model_card(fs.join(root, "card.json"), backbone="b", task="t", prompt_length=5,
-                                       init="i", steps=7, dev_metrics={"accuracy": 1.0})
+                                       init="i", step=7, steps_trained=4, dev_metrics={"accuracy": 1.0})
   assert ckpt == f"{root}/numpy_checkpoints/checkpoint_7/encoder.prompt.prompt.prompt"
   local_npy = prompt_files.save_npy(tmp_path / "p.npy", prompt)
   assert fs.read_bytes(npy) == local_npy.read_bytes()  # the same .npy bytes
   for path in (npy, ckpt, fs.dirname(ckpt), peft):
     np.testing.assert_array_equal(prompt_files.load_prompt(path, (5, 8)), prompt)
   assert [prompt_files.detect_format(p) for p in (npy, fs.dirname(ckpt), peft)] == ["npy", "npy", "peft"]
-  assert json.loads(fs.read_text(card))["steps"] == 7
+  assert json.loads(fs.read_text(card))["step"] == 7
   with pytest.raises(FileNotFoundError, match="gs://bucket/prompts/missing.npy"):
     prompt_files.load_prompt(fs.join(root, "missing.npy"))
 

@@ -246,19 +246,19 @@ def test_save_refuses_non_matrix(tmp_path):
 def test_write_model_card(tmp_path):
   path = prompt_files.write_model_card(
       tmp_path / "card.json", backbone="t5_1_1_lm100k_base", task="rte",
-      prompt_length=100, init="class_labels", steps=30000,
+      prompt_length=100, init="class_labels", step=1_130_000, steps_trained=30000,
       dev_metrics={"accuracy": np.float32(68.5), "n": np.int64(277)},
       extra={"lr": 0.3})
   card = json.loads(path.read_text())
   assert card["backbone"] == "t5_1_1_lm100k_base" and card["task"] == "rte"
-  assert card["prompt_length"] == 100 and card["steps"] == 30000
+  assert card["prompt_length"] == 100 and (card["step"], card["steps_trained"]) == (1_130_000, 30000)
   assert card["init"] == "class_labels" and card["lr"] == 0.3
   assert card["dev_metrics"] == {"accuracy": 68.5, "n": 277}
   with pytest.raises(ValueError, match="'task' clashes"):
     prompt_files.write_model_card(tmp_path / "c2.json", backbone="b", task="t",
-                               prompt_length=1, init="i", steps=1, dev_metrics={},
+                               prompt_length=1, init="i", step=1, steps_trained=None, dev_metrics={},
                                extra={"task": "x"})
   with pytest.raises(ValueError, match="card.dev_metrics.obj"):
     prompt_files.write_model_card(tmp_path / "c3.json", backbone="b", task="t",
-                               prompt_length=1, init="i", steps=1,
+                               prompt_length=1, init="i", step=1, steps_trained=None,
                                dev_metrics={"obj": object()})
