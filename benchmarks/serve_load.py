@@ -14,8 +14,14 @@ process (asyncio + httpx):
                             serves prompt-tuning adapters: one adapter active per forward)
   one at a time, 64 prompts --batching=single: one request per forward, no batching
 
-Bounded: `--duration` seconds per point, a 15 s request timeout, `--rates` points per model.
-Prints a Markdown table (achieved req/s, p50/p99 latency, errors per point) and a summary
+Every server runs a rate before any runs the next (so all see similar machine load); a server
+that achieves < 80% of a rate is not offered higher ones. Bounded: `--duration` seconds per
+point, a 15 s request timeout, `--rates` points per model.
+Then the same four scheduler policies without HTTP (`Service.score` called in this process by
+1 and by 32 closed-loop callers): the batching itself, free of the HTTP and client CPU cost
+that dominates the tiny demo model on a small CPU host.
+
+Prints Markdown tables (achieved req/s, p50/p99 latency, errors per point) and a summary
 (mixed/single-prompt throughput, batched/one-at-a-time, ours/PEFT-style, p99 at the
 highest load held: achieved >= 95% of offered, no errors), and saves the latency-vs-load
 plot to OUT_DIR/serve_load.png. Client and server share this machine's cores.
@@ -42,8 +48,10 @@ CONFIGS = (("ours, 1 prompt", "mixed", 1), ("ours, 64 prompts mixed", "mixed", 6
            ("PEFT-style, 64 prompts", "per_prompt", 64), ("one at a time, 64 prompts", "single", 64))
 MODELS = {"demo": dict(size="demo", checkpoint=os.path.join(common.REPO_ROOT, "prompt_tuning_jax", "assets",
                                                             "demo_model", "checkpoint_1500"), prompt_length=10,
-                       rates=(25, 50, 100, 200, 400), duration=3.0),
-          "small": dict(size="small", checkpoint="random:0", prompt_length=100, rates=(1, 2, 4, 8), duration=6.0)}
+                       rates=(25, 50, 100, 200), duration=3.0,
+                       closed_loop={1: 48, 32: 512}),
+          "small": dict(size="small", checkpoint="random:0", prompt_length=100, rates=(2, 4, 8), duration=6.0,
+                        closed_loop={1: 8, 32: 128})}
 
 
 # ---------------------------------------------------------------------------- client
@@ -142,11 +150,68 @@ class Server:
     self.thread.join(60)
 
 
+# ------------------------------------------------------------------- in process, no HTTP
+
+async def _closed_loop(core, concurrency: int, total: int, prompts: int, seed: int) -> dict:
+  """`concurrency` callers, each sending its next one-pair score as soon as the last is answered."""
+  rng = random.Random(seed)
+  latencies = []
+
+  async def caller(n):
+    for _ in range(n):
+      words = rng.sample(WORDS, 5)
+      start = time.perf_counter()
+      await core.score(f"p{rng.randrange(prompts)}", [" ".join(words)], [words[-1]])
+      latencies.append(time.perf_counter() - start)
+  t0 = time.perf_counter()
+  await asyncio.gather(*(caller(total // concurrency) for _ in range(concurrency)))
+  return {"ok": len(latencies), "seconds": time.perf_counter() - t0, "latencies": latencies}
+
+
+def batching_capacity(model_name: str, prompts, runner, wait_ms: float, totals: dict) -> list[dict]:
+  """The scheduler + engine alone (no HTTP, no client process): closed-loop throughput per
+  server at each concurrency, the servers interleaved per concurrency."""
+  from prompt_tuning_jax.serving import service  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.text import vocab
+  rows = []
+  cores = {}
+  for name, policy, _ in CONFIGS:
+    limits = service.Limits(max_batch_rows=32, max_wait_ms=wait_ms, max_queue_rows=4096, request_timeout_s=120,
+                            policy=policy)
+    cores[name] = service.Service(prompts, runner, vocab.load_vocabulary(), limits)
+    cores[name].start()
+  for concurrency, total in totals.items():
+    for name, _, count in CONFIGS:
+      result = asyncio.run(_closed_loop(cores[name], concurrency, total, count, seed=concurrency))
+      row = {"model": model_name, "config": name, "concurrency": concurrency, "achieved": result["ok"] / result["seconds"],
+             "p50_ms": percentile(result["latencies"], 50), "p99_ms": percentile(result["latencies"], 99),
+             "batches": cores[name].scheduler.batches, "load": common.loadavg()[0]}
+      rows.append(row)
+      print(f"  [no HTTP] {name:27s} {concurrency:3d} callers -> {row['achieved']:7.1f} req/s  "
+            f"p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  load {row['load']}", flush=True)
+  for core in cores.values():
+    core.stop()
+  return rows
+
+
 # ---------------------------------------------------------------------------- report
 
 def percentile(values, q):
   import numpy as np  # pylint: disable=g-import-not-at-top
   return float(np.percentile(values, q)) * 1000 if values else float("nan")
+
+
+def summarize_capacity(rows: list[dict]) -> list[str]:
+  lines = []
+  for model in dict.fromkeys(r["model"] for r in rows):
+    top = max(r["concurrency"] for r in rows if r["model"] == model)
+    at = {r["config"]: r for r in rows if r["model"] == model and r["concurrency"] == top}
+    mixed = at["ours, 64 prompts mixed"]["achieved"]
+    lines.append(f"**{model}, no HTTP, {top} concurrent callers**: mixed 64 / 1 prompt "
+                 f"{mixed / at['ours, 1 prompt']['achieved']:.2f}; batched / one at a time "
+                 f"{mixed / at['one at a time, 64 prompts']['achieved']:.1f}x; ours / PEFT-style "
+                 f"{mixed / at['PEFT-style, 64 prompts']['achieved']:.1f}x")
+  return lines
 
 
 def summarize(rows: list[dict]) -> list[str]:
@@ -208,37 +273,51 @@ def main() -> None:
   os.makedirs(args.out_dir, exist_ok=True)
   print(f"load average before: {common.loadavg()}; XLA_FLAGS={os.environ['XLA_FLAGS']!r}; "
         f"servers: --max_batch_rows=32 --max_wait_ms={args.max_wait_ms:g} --row_buckets=1,2,4,8,16,32", flush=True)
-  rows = []
+  rows, capacity = [], []
   for model_name in args.models.split(","):
     model = MODELS[model_name]
     rates = [float(r) for r in args.rates.split(",")] if args.rates else model["rates"]
     with tempfile.TemporaryDirectory() as registry_dir:
       prompts, runner, compile_s = build_engine(model, registry_dir, buckets)
       print(f"{model_name}: compiled {runner.compiled} shapes in {compile_s:.1f} s", flush=True)
-      for name, policy, count in CONFIGS:
-        server = Server(prompts, runner, policy, args.max_wait_ms)
-        offer(server.url, 20, 0.5, count, seed=99)  # warm the connection path
-        for k, rate in enumerate(rates):
-          result = offer(server.url, rate, args.duration or model["duration"], count, seed=k)
+      servers = {name: Server(prompts, runner, policy, args.max_wait_ms) for name, policy, _ in CONFIGS}
+      for name, _, count in CONFIGS:
+        offer(servers[name].url, 20, 0.5, count, seed=99)  # warm the connection path
+      saturated = set()
+      for k, rate in enumerate(rates):  # every server at one rate before the next: similar machine load
+        for name, _, count in CONFIGS:
+          if name in saturated:
+            continue
+          result = offer(servers[name].url, rate, args.duration or model["duration"], count, seed=k)
           row = {"model": model_name, "config": name, "offered": rate, "achieved": result["ok"] / result["seconds"],
                  "p50_ms": percentile(result["latencies"], 50), "p99_ms": percentile(result["latencies"], 99),
-                 "sent": result["sent"], "errors": result["errors"]}
+                 "sent": result["sent"], "errors": result["errors"], "load": common.loadavg()[0]}
           rows.append(row)
           print(f"  {name:27s} {rate:6.0f} req/s -> {row['achieved']:6.1f} req/s  p50 {row['p50_ms']:7.1f} ms  "
-                f"p99 {row['p99_ms']:7.1f} ms  errors {row['errors'] or 0}", flush=True)
+                f"p99 {row['p99_ms']:7.1f} ms  errors {row['errors'] or 0}  load {row['load']}", flush=True)
+          if row["achieved"] < 0.8 * rate:  # past its capacity: higher rates only grow the backlog
+            saturated.add(name)
+      for server in servers.values():
         server.stop()
+      capacity += batching_capacity(model_name, prompts, runner, args.max_wait_ms, model["closed_loop"])
   print()
-  print("| model | server | offered req/s | achieved req/s | p50 ms | p99 ms | errors |")
-  print("|---|---|---:|---:|---:|---:|---|")
+  print("| model | server | offered req/s | achieved req/s | p50 ms | p99 ms | errors | load avg |")
+  print("|---|---|---:|---:|---:|---:|---|---:|")
   for r in rows:
     print(f"| {r['model']} | {r['config']} | {r['offered']:.0f} | {r['achieved']:.1f} | {r['p50_ms']:.1f} | "
-          f"{r['p99_ms']:.1f} | {sum(r['errors'].values()) if r['errors'] else 0} |")
+          f"{r['p99_ms']:.1f} | {sum(r['errors'].values()) if r['errors'] else 0} | {r['load']:.1f} |")
   print()
-  print("\n".join(summarize(rows)))
+  print("| model | server (no HTTP) | callers | req/s | p50 ms | p99 ms | load avg |")
+  print("|---|---|---:|---:|---:|---:|---:|")
+  for r in capacity:
+    print(f"| {r['model']} | {r['config']} | {r['concurrency']} | {r['achieved']:.1f} | {r['p50_ms']:.1f} | "
+          f"{r['p99_ms']:.1f} | {r['load']:.1f} |")
+  print()
+  print("\n".join(summarize(rows) + summarize_capacity(capacity)))
   path = os.path.join(args.out_dir, "serve_load.png")
   plot(rows, path)
   with open(os.path.join(args.out_dir, "serve_load.json"), "w") as f:
-    json.dump(rows, f, indent=1)
+    json.dump({"http": rows, "no_http": capacity}, f, indent=1)
   print(f"\nplot: {path}; load average after: {common.loadavg()}")
 
 
