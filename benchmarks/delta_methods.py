@@ -1,17 +1,27 @@
-"""Delta-tuning methods side by side on one frozen T5: cost (Small shape) and demo quality.
+"""Delta-tuning methods side by side on one frozen T5: cost (Small shape) and quality (demo model).
 
 Why: researchers choose among prompt tuning, prefix tuning, adapters, LoRA, BitFit, SAID,
-last-layer, layer-norm and model tuning on the same frozen model and data. Per method
-this prints trainable parameters (and their share of the Small model), the jitted train
-step's median time and XLA's planned memory (arguments + temporaries) at the batch and
-lengths of `prompt_step.py` (batch 32, inputs 128 (+100 prompt rows for prompt tuning),
-targets 8), all in one process; and, with the bundled demo model (`SIZES["demo"]`) after
-`--quality_steps` of training through `trainer/loop.py`, the best dev accuracy on the demo's
-taskless last-word task and on the bundled SuperGLUE samples (`--superglue_tasks`: 32 train
-rows, rank-classified on the 32 dev32 rows; the majority class's share is printed beside them).
-Writes delta_methods.json and a plot of quality against trainable parameters to --out_dir.
+last-layer, layer-norm and model tuning on the same frozen model and data, and the comparison
+must not favour one of them by construction (docs/DELTA.md, "Comparison").
 
-  python benchmarks/delta_methods.py --steps 2 --warmup 1 --quality_steps 200 --out_dir /tmp/delta_bench
+Cost, all methods in one process: trainable parameters (and their share of the Small model),
+the jitted train step's median time and XLA's planned memory (arguments + temporaries) at
+batch 32, targets 8 and the SAME encoder length for every method: `--input_len` +
+`--prompt_len` positions (prompt tuning: input tokens + prompt rows; the rest: that many tokens).
+
+Quality, with the bundled demo model (`SIZES["demo"]`), on tasks it was never trained on
+with or without a prefix (`tasks/demo.py`: demo_first_kind, demo_second_word) and on the
+bundled SuperGLUE samples: for every method, every learning rate of its grid (`LR_GRID`:
+1/3x, 1x, 3x its usual rate) x `--seeds` seeds, `--quality_steps` Adafactor steps at batch 32,
+the best of 4 dev evaluations per run; the table gives mean +- std over seeds at the learning
+rate with the best mean. Equal encoder length here too (`ENCODER_POSITIONS`; prompt tuning's
+10 prompt rows count towards it). Writes delta_methods.json (the whole grid) and
+delta_quality_vs_params.png to --out_dir.
+
+  python benchmarks/delta_methods.py --quality_steps 0                  # cost only
+  python benchmarks/delta_methods.py --skip_cost                        # quality only (defaults below)
+  python benchmarks/delta_methods.py --skip_cost --quality_tasks demo_first_kind,demo_second_word,\
+      superglue_rte_sample_taskless,superglue_boolq_sample_taskless    # every task
 """
 from __future__ import annotations
 
@@ -20,7 +30,6 @@ import dataclasses
 import functools
 import json
 import os
-import tempfile
 import time
 
 import common
@@ -30,6 +39,9 @@ MODES = ("prompt", "model", "lora", "prefix", "prefix_peft", "adapters", "bitfit
 # Adafactor learning rates: the paper's for prompt and model tuning; one common setting for the rest.
 LEARNING_RATES = {"prompt": 0.3, "model": 1e-3, "last_layers": 1e-3, "said": 3e-2}
 DEFAULT_LR = 1e-2
+# The quality sweep: 1/3x, 1x and 3x each method's usual rate above.
+LR_GRID = {mode: (lr / 3, lr, lr * 3) for mode, lr in LEARNING_RATES.items()}
+DEFAULT_LR_GRID = (DEFAULT_LR / 3, DEFAULT_LR, DEFAULT_LR * 3)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,10 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--target_len", type=int, default=8)
   p.add_argument("--steps", type=int, default=2, help="timed steps; 0 compiles only (parameters, XLA memory)")
   p.add_argument("--warmup", type=int, default=1)
-  p.add_argument("--quality_steps", type=int, default=200, help="demo training steps per method; 0 skips quality")
-  p.add_argument("--superglue_tasks", default="rte,boolq",
-                 help="bundled SuperGLUE samples to train and score each method on ('' skips)")
-  p.add_argument("--skip_cost", action="store_true", help="only the demo quality (e.g. a second, quick run)")
+  p.add_argument("--quality_steps", type=int, default=40, help="training steps per quality run; 0 skips quality")
+  p.add_argument("--quality_tasks", default=",".join(DEFAULT_QUALITY_TASKS),
+                 help=f"tasks of the quality sweep, some of {QUALITY_TASKS}")
+  p.add_argument("--seeds", type=int, default=3, help="seeds per (method, task, learning rate)")
+  p.add_argument("--skip_cost", action="store_true", help="only the quality sweep")
   p.add_argument("--out_dir", default="delta_bench")
   return p
 
@@ -88,8 +101,8 @@ def cost(args: argparse.Namespace, mode: str) -> dict:
     value = initializers.uniform_symmetric(0.5)(jax.random.PRNGKey(0), prompt_cfg.shape(cfg.emb_dim),
                                                 frozen["token_embedder"]["embedding"])
     full = wrapper.set_prompt(frozen, jnp.asarray(value, jnp.float32))
-  elif mode == "model":
-    input_len += args.prompt_len  # the same encoder length as prompt tuning, as prompt_step.py
+  else:
+    input_len += args.prompt_len  # every method encodes as many positions as prompt tuning
   model = methods.make_model(cfg, prompt_cfg, method)
   patterns = (optim.MODEL_TUNING.trainable_patterns if mode == "model" else
               methods.trainable_patterns(method, cfg, with_prompt=False) if method else optim.PROMPT_TUNING.trainable_patterns)
@@ -115,69 +128,239 @@ def cost(args: argparse.Namespace, mode: str) -> dict:
   added = n if method is not None and method.uses_hooks or prompt_cfg is not None else 0
   mem = common.xla_memory(compiled)
   return dict(mode=mode, trainable_params=int(n), share=n / (total + added), compile_s=round(compile_s, 1),
+              encoder_positions=args.input_len + args.prompt_len,
               median_step_s=step_s,
               xla_gb=round(mem.get("xla_argument_gb", 0) + mem.get("xla_temp_gb", 0), 3))
 
 
-SUPERGLUE_LENGTHS = {"inputs": 256, "targets": 4}
+# ---------------------------------------------------------------------------- quality
+
+QUALITY_TASKS = ("demo_first_kind", "demo_second_word", "superglue_rte_sample_taskless",
+                 "superglue_boolq_sample_taskless")
+DEFAULT_QUALITY_TASKS = ("demo_first_kind", "superglue_rte_sample_taskless")  # the README's table
+# Encoder positions every method sees (prompt tuning: inputs + its P prompt rows; the rest:
+# inputs padded to the same total), and target tokens, per task family.
+ENCODER_POSITIONS = {"demo": 26, "superglue": 96}
+TARGET_LENGTH = {"demo": 4, "superglue": 4}
+QUALITY_PROMPT_LENGTH = 10
 
 
-def quality(args: argparse.Namespace, mode: str, model_dir: str, superglue_task: str | None = None) -> dict:
-  """Best dev accuracy after `quality_steps` on the demo's taskless last-word task, or on a
-  bundled SuperGLUE sample (`superglue_<task>_sample_taskless`)."""
-  from prompt_tuning_jax import demo
-  from prompt_tuning_jax.text import data
-  from prompt_tuning_jax.evaluators import task_evaluator
-  from prompt_tuning_jax.evaluators.config import EvalConfig
-  from prompt_tuning_jax.prompt import initializers
-  from prompt_tuning_jax.trainer import loop
-  cfg = demo.demo_config(model_dir, steps=args.quality_steps, prompt_length=10, init=initializers.sampled_vocab())
-  cfg = dataclasses.replace(cfg, optim=optim_of(mode), progress_bar=False,
-                            eval_period=max(args.quality_steps // 5, 1))
-  if superglue_task:  # rank classification: the tiny model's free text is rarely a label at all
-    cfg = dataclasses.replace(
-        cfg, data=data.DataConfig(f"superglue_{superglue_task}_sample_taskless", "prompt_tuning_jax.tasks",
-                                  SUPERGLUE_LENGTHS, batch_size=32),
-        evaluator=functools.partial(task_evaluator.make_train_evaluator, eval_config=EvalConfig(mode="rank")))
-  if mode != "prompt":
-    cfg = dataclasses.replace(cfg, prompt=None, method=method_of(mode))
-  if mode == "model":
-    cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, trainable_patterns=(".*",)))
-  result = loop.train(cfg)
-  best = result.best["value"] if result.best else float("nan")
-  if superglue_task:
-    return {f"{superglue_task}_accuracy": best}
-  n = sum(x.size for x in __import__("jax").tree.leaves(result.trainable))
-  return dict(demo_trainable_params=int(n), demo_accuracy=best)
+def _family(task: str) -> str:
+  return "demo" if task.startswith("demo_") else "superglue"
 
 
-def majority_share(superglue_task: str) -> float:
-  """Accuracy (%) of always answering the dev32 sample's most common label."""
-  import collections
+def _task_arrays(task: str, split: str, input_len: int, target_len: int, limit: int | None = None):
+  """Tokenized rows of a registered SeqIO task -> (inputs [N, L], targets [N, T]) int32, zero padded."""
+  import numpy as np
+  import seqio
 
-  from prompt_tuning_jax import tasks
+  import prompt_tuning_jax.tasks  # noqa: F401  registers the SuperGLUE samples
+  import prompt_tuning_jax.tasks.demo  # noqa: F401  registers the demo tasks
+  ds = seqio.get_mixture_or_task(task).get_dataset({"inputs": input_len, "targets": target_len}, split=split,
+                                                   shuffle=False)
+  if limit:
+    ds = ds.take(limit)
+  inputs, targets = [], []
+  for ex in ds.as_numpy_iterator():
+    inputs.append(np.pad(ex["inputs"][:input_len], (0, input_len - len(ex["inputs"][:input_len]))))
+    targets.append(np.pad(ex["targets"][:target_len], (0, target_len - len(ex["targets"][:target_len]))))
+  return np.stack(inputs).astype(np.int32), np.stack(targets).astype(np.int32)
 
-  from prompt_tuning_jax.text import jsonl
-  from prompt_tuning_jax.tasks import sources
-  rows = jsonl.read_jsonl(tasks.SAMPLES_DIR / sources.CONFIGS[superglue_task][1] / "dev32.jsonl")
-  counts = collections.Counter(str(r["label"]) for _, r in rows)
-  return 100.0 * counts.most_common(1)[0][1] / len(rows)
+
+def _runtime_lr_optimizer(cfg):
+  """`optim.make_optimizer(cfg)` with Adafactor's learning rate held in the optimizer state
+  (optax.inject_hyperparams), so one compiled step serves every learning rate of the sweep."""
+  from unittest import mock
+
+  import optax
+
+  from prompt_tuning_jax.trainer import optim
+  static = ("min_dim_size_to_factor", "decay_rate", "decay_offset", "multiply_by_parameter_scale",
+            "clipping_threshold", "momentum", "weight_decay_rate", "eps", "factored")
+  with mock.patch.object(optim.optax, "adafactor", optax.inject_hyperparams(optax.adafactor, static_args=static)):
+    return optim.make_optimizer(cfg)
 
 
-def plot(rows: list[dict], path: str) -> None:
+def _with_learning_rate(opt_state, lr: float):
+  import jax
+  import jax.numpy as jnp
+  is_injected = lambda x: "learning_rate" in getattr(x, "hyperparams", {})
+  found = [x for x in jax.tree.leaves(opt_state, is_leaf=is_injected) if is_injected(x)]
+  if not found:
+    raise ValueError("no injected learning rate in the optimizer state")
+  return jax.tree.map(lambda x: x._replace(hyperparams={**x.hyperparams, "learning_rate": jnp.float32(lr)})
+                      if is_injected(x) else x, opt_state, is_leaf=is_injected)
+
+
+class QualityRunner:
+  """One method on the demo backbone: its train step and its evaluation compiled once per
+  task family (shapes), then every (task, learning rate, seed) run reuses them.
+
+  Each run: the method's parameters initialised from `seed` (prompt: sampled vocabulary;
+  others: the method's own init), `quality_steps` Adafactor steps on batches of 32 drawn
+  by `seed`, dev accuracy every `steps // 4` steps; the run's score is the best of those
+  (as the trainer's early stopping keeps the best). Demo tasks: greedy decoding, exact
+  match; SuperGLUE samples: rank classification over the labels.
+  """
+
+  def __init__(self, mode: str, steps: int):
+    import jax
+
+    from prompt_tuning_jax import demo, methods
+    from prompt_tuning_jax.checkpoints import backbone
+    from prompt_tuning_jax.model.config import SIZES
+    from prompt_tuning_jax.prompt import wrapper
+    from prompt_tuning_jax.trainer import optim, step
+    self.mode, self.steps, self.cfg = mode, steps, SIZES["demo"]
+    self.frozen_full, _ = backbone.load_frozen(str(demo.DEMO_CHECKPOINT), self.cfg)
+    self.method = method_of(mode)
+    self.prompt_cfg = wrapper.PromptConfig(length=QUALITY_PROMPT_LENGTH) if mode == "prompt" else None
+    self.model = methods.make_model(self.cfg, self.prompt_cfg, self.method)
+    self.patterns = (optim.MODEL_TUNING.trainable_patterns if mode == "model" else
+                     methods.trainable_patterns(self.method, self.cfg, with_prompt=False) if self.method else
+                     optim.PROMPT_TUNING.trainable_patterns)
+    self.optimizer = _runtime_lr_optimizer(dataclasses.replace(optim_of(mode), trainable_patterns=self.patterns))
+    self._jax = jax
+    self._eval_fns = {}
+    self._inits = {}
+    self._train_many = None
+
+  def init(self, seed: int):
+    """(trainable, frozen) for one seed (made once, reused across tasks and learning rates)."""
+    if seed not in self._inits:
+      self._inits[seed] = self._init(seed)
+    return self._inits[seed]
+
+  def _init(self, seed: int):
+    import jax
+    import jax.numpy as jnp
+
+    from prompt_tuning_jax import methods
+    from prompt_tuning_jax.prompt import initializers, wrapper
+    from prompt_tuning_jax.trainer import optim
+    rng = jax.random.PRNGKey(seed)
+    full = self.frozen_full
+    if self.prompt_cfg is not None:
+      value = initializers.sampled_vocab()(rng, self.prompt_cfg.shape(self.cfg.emb_dim),
+                                           full["token_embedder"]["embedding"])
+      full = wrapper.set_prompt(full, jnp.asarray(value, jnp.float32))
+    elif self.method is not None:
+      full = methods.add_delta_params(self.model, full, rng)
+    return optim.split_params(full, self.patterns)
+
+  def _evaluate(self, family: str, trainable, frozen, inputs, targets, candidates):
+    """Dev accuracy (%) of every run at once: [R]."""
+    import jax
+    import numpy as np
+
+    from prompt_tuning_jax.model import decoding
+    from prompt_tuning_jax.trainer import optim
+    if family not in self._eval_fns:
+      if family == "demo":
+        one = lambda t, f, x, c: decoding.greedy_decode(self.model, optim.merge_params(t, f), x,
+                                                        max_decode_length=TARGET_LENGTH[family])[0]
+      else:
+        one = lambda t, f, x, c: decoding.score_candidates(self.model, optim.merge_params(t, f), x, c)
+      self._eval_fns[family] = jax.jit(jax.vmap(one, in_axes=(0, None, None, None)))
+    out = np.asarray(self._eval_fns[family](trainable, frozen, inputs, candidates))
+    if family == "demo":
+      return 100.0 * np.mean(np.all(out == targets[None], axis=-1), axis=-1)
+    gold = np.array([next(i for i, c in enumerate(candidates) if np.array_equal(c, t)) for t in targets])
+    return 100.0 * np.mean(out.argmax(-1) == gold[None], axis=-1)
+
+  def sweep(self, task: str, data: dict, lrs, seeds) -> dict[tuple[float, int], float]:
+    """Every (learning rate, seed) run of one task side by side: one vmapped train step
+    (`step.train_step`, as the trainer's) over the runs' states and batches. -> best dev accuracy per run."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from prompt_tuning_jax.text import data as data_lib
+    from prompt_tuning_jax.trainer import step
+    family = _family(task)
+    runs = [(lr, seed) for lr in lrs for seed in seeds]
+    states, frozen = [], None
+    for lr, seed in runs:
+      trainable, frozen = self.init(seed)
+      trainable = jax.tree.map(lambda x: x.copy(), trainable)
+      state = step.init_state(trainable, self.optimizer, jax.random.PRNGKey(seed + 1))
+      states.append(state.replace(opt_state=_with_learning_rate(state.opt_state, lr)))
+    state = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+    if self._train_many is None:
+      fn = functools.partial(step.train_step, model=self.model, optimizer=self.optimizer, loss_config=step.LossConfig())
+      self._train_many = jax.jit(jax.vmap(fn, in_axes=(0, None, 0)), donate_argnums=(0,))
+    rngs = [np.random.default_rng(seed) for _, seed in runs]
+    train_x, train_y = data["train"]
+    period = max(self.steps // 4, 1)
+    best = np.full(len(runs), -np.inf)
+    for i in range(1, self.steps + 1):
+      picks = [r.choice(len(train_x), 32, replace=len(train_x) < 32) for r in rngs]
+      batch = data_lib.encdec_features(np.stack([train_x[p] for p in picks]), np.stack([train_y[p] for p in picks]))
+      state, metrics = self._train_many(state, frozen, batch)
+      if i % period == 0 or i == self.steps:
+        acc = self._evaluate(family, state.params, frozen, *data["validation"], data["candidates"])
+        finite = np.isfinite(np.asarray(metrics["loss"]))
+        best = np.where(finite, np.maximum(best, acc), np.nan)  # a run that went non-finite stays NaN
+    return {run: float(b) for run, b in zip(runs, best)}
+
+
+def quality_data(task: str, mode: str) -> dict:
+  """Train/dev arrays at the family's equal encoder length (prompt tuning gets P fewer input tokens)."""
+  import numpy as np
+  family = _family(task)
+  input_len = ENCODER_POSITIONS[family] - (QUALITY_PROMPT_LENGTH if mode == "prompt" else 0)
+  out = {split: _task_arrays(task, split, input_len, TARGET_LENGTH[family], limit=4000 if split == "train" else None)
+         for split in ("train", "validation")}
+  out["candidates"] = np.unique(np.concatenate([out["train"][1], out["validation"][1]]), axis=0)
+  return out
+
+
+
+
+def quality(args: argparse.Namespace, mode: str) -> dict:
+  """Per task: every learning rate of the grid x `--seeds` seeds (best dev accuracy of each
+  run), their mean and std, and the learning rate with the best mean."""
+  import numpy as np
+  runner = QualityRunner(mode, args.quality_steps)
+  trainable, _ = runner.init(0)
+  out = {"demo_trainable_params": int(sum(x.size for x in runner._jax.tree.leaves(trainable)))}
+  lrs, seeds = LR_GRID.get(mode, DEFAULT_LR_GRID), list(range(args.seeds))
+  for task in [t for t in args.quality_tasks.split(",") if t]:
+    t0 = time.perf_counter()
+    scores = runner.sweep(task, quality_data(task, mode), lrs, seeds)
+    sweep = {f"{lr:g}": [scores[(lr, s)] for s in seeds] for lr in lrs}
+    print(json.dumps({"mode": mode, "task": task, "sweep": sweep, "seconds": round(time.perf_counter() - t0, 1),
+                      "load": os.getloadavg()[0]}), flush=True)
+    means = {k: (np.mean(v) if np.all(np.isfinite(v)) else -np.inf) for k, v in sweep.items()}
+    best_lr = max(means, key=means.get)
+    out[task] = {"sweep": sweep, "best_lr": best_lr, "mean": float(np.mean(sweep[best_lr])),
+                 "std": float(np.std(sweep[best_lr], ddof=1)) if len(seeds) > 1 else 0.0}
+  return out
+
+
+def majority_share(task: str) -> float:
+  """Accuracy (%) of always answering the dev split's most common target."""
+  import numpy as np
+  family = _family(task)
+  _, targets = _task_arrays(task, "validation", ENCODER_POSITIONS[family], TARGET_LENGTH[family])
+  _, counts = np.unique(targets, axis=0, return_counts=True)
+  return 100.0 * counts.max() / len(targets)
+
+
+def plot(rows: list[dict], tasks: list[str], path: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(6, 4))
-  columns = [k for k in rows[0] if k.endswith("_accuracy")]
-  for column, marker in zip(columns, "osD^v"):
-    label = "last word (demo)" if column == "demo_accuracy" else f"{column[:-len('_accuracy')].upper()} sample"
-    ax.scatter([r["demo_trainable_params"] for r in rows], [r[column] for r in rows], marker=marker, label=label)
+  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  for task, marker in zip(tasks, "osD^v"):
+    xs = [r["demo_trainable_params"] for r in rows]
+    ax.errorbar(xs, [r[task]["mean"] for r in rows], yerr=[r[task]["std"] for r in rows], fmt=marker,
+                label=task.replace("_taskless", ""), capsize=2)
   for r in rows:
-    ax.annotate(r["mode"], (r["demo_trainable_params"], r["demo_accuracy"]), fontsize=8)
+    ax.annotate(r["mode"], (r["demo_trainable_params"], r[tasks[0]]["mean"]), fontsize=7)
   ax.set_xscale("log")
   ax.set_xlabel("trainable parameters (demo model)")
-  ax.set_ylabel("dev accuracy (%)")
+  ax.set_ylabel("dev accuracy (%), mean +- std over seeds, best lr")
   ax.legend(fontsize=7)
   ax.set_title("Delta tuning on one frozen T5: quality vs parameters")
   fig.tight_layout()
@@ -190,35 +373,32 @@ def main() -> None:
   bad = [m for m in modes if m not in MODES]
   if bad:
     raise SystemExit(f"--modes: unknown {bad}; expected some of {MODES}")
+  tasks = [t for t in args.quality_tasks.split(",") if t] if args.quality_steps else []
   os.makedirs(args.out_dir, exist_ok=True)
-  superglue_tasks = [t for t in args.superglue_tasks.split(",") if t] if args.quality_steps else []
   rows = []
   for mode in modes:
-    row = {"mode": mode} if args.skip_cost else cost(args, mode)
-    if args.quality_steps:
-      with tempfile.TemporaryDirectory() as tmp:
-        row.update(quality(args, mode, tmp))
-      for task in superglue_tasks:
-        with tempfile.TemporaryDirectory() as tmp:
-          row.update(quality(args, mode, tmp, task))
+    row = {"mode": mode}
+    if not args.skip_cost:
+      row.update(cost(args, mode))
+    if tasks:
+      row.update(quality(args, mode))
     print(json.dumps(row), flush=True)
     rows.append(row)
-  name = "delta_methods_quality.json" if args.skip_cost else "delta_methods.json"
-  with open(os.path.join(args.out_dir, name), "w") as f:
-    json.dump(dict(args=vars(args), rows=rows), f, indent=2)
-  headers = ["method", f"trainable ({args.size})", "share", "step s", "step / prompt step", "XLA GB",
-             "demo params", "demo accuracy"] + [f"{t} sample accuracy" for t in superglue_tasks]
-  prompt_s = next((r["median_step_s"] for r in rows if r["mode"] == "prompt" and "median_step_s" in r), float("nan"))
-  table = [(r["mode"], f"{r.get('trainable_params', 0):,}", f"{100 * r.get('share', 0):.4f}%",
-            fmt(r.get("median_step_s", float("nan")), 3), fmt(r.get("median_step_s", float("nan")) / prompt_s, 2),
-            fmt(r.get("xla_gb", float("nan")), 2), f"{r.get('demo_trainable_params', 0):,}",
-            fmt(r.get("demo_accuracy", float("nan")), 3)) + tuple(fmt(r.get(f"{t}_accuracy", float("nan")), 3)
-                                                                   for t in superglue_tasks) for r in rows]
-  if superglue_tasks:
-    table.append(("majority class",) + ("",) * 7 + tuple(fmt(majority_share(t), 3) for t in superglue_tasks))
-  print(format_table(headers, table))
-  if args.quality_steps:
-    plot(rows, os.path.join(args.out_dir, "delta_quality_vs_params.png"))
+    with open(os.path.join(args.out_dir, "delta_methods.json"), "w") as f:  # rewritten as rows finish
+      json.dump(dict(args=vars(args), load_average=os.getloadavg(), rows=rows), f, indent=2)
+  print(f"load average {os.getloadavg()}")
+  if not args.skip_cost:
+    prompt_s = next((r["median_step_s"] for r in rows if r["mode"] == "prompt"), float("nan"))
+    print(format_table(
+        ["method", f"trainable ({args.size})", "share", "encoder positions", "step s", "step / prompt step", "XLA GB"],
+        [(r["mode"], f"{r['trainable_params']:,}", f"{100 * r['share']:.4f}%", str(r["encoder_positions"]),
+          fmt(r["median_step_s"], 3), fmt(r["median_step_s"] / prompt_s, 2), fmt(r["xla_gb"], 2)) for r in rows]))
+  if tasks:
+    cell = lambda q: f"{q['mean']:.1f} +- {q['std']:.1f} (lr {q['best_lr']})"
+    print(format_table(["method", "trainable (demo)"] + tasks,
+                       [(r["mode"], f"{r['demo_trainable_params']:,}") + tuple(cell(r[t]) for t in tasks) for r in rows]
+                       + [("majority class", "") + tuple(f"{majority_share(t):.1f}" for t in tasks)]))
+    plot(rows, tasks, os.path.join(args.out_dir, "delta_quality_vs_params.png"))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Rows print (and flush) as they finish, so a run cut short keeps what it measured
   python benchmarks/plan_table.py grid --sizes small base large xl xxl --topologies v3-8 v3-32 v4-32
   python benchmarks/plan_table.py collectives --size xxl --topology v3-32 --num_partitions 16
   python benchmarks/plan_table.py fit --topologies v3-8 v5e-8 v4-8 --gpus 1xH100 1xH200
+  python benchmarks/plan_table.py options --topologies v3-8 v5e-8 v4-8 --remat none full --microbatches 1 4 8
 
 Every row is the run users launch: the settings come from gin/runs/plan.gin, which includes
 runs/prompt_tuning.gin (batch 32, inputs 512 + 100 prompt tokens, targets 8, bfloat16
@@ -126,12 +127,27 @@ def fit(args: argparse.Namespace) -> None:
     if run is None:
       print(f"| {args.size} | {topology} | {n // model}x{model} | nothing fits |", flush=True)
       continue
-    print(_row(args.size, topology, model, run, compile_it=topology in compile_plan.TPU_TOPOLOGIES), flush=True)
+    compile_it = topology in compile_plan.TPU_TOPOLOGIES and not args.analytic_only
+    print(_row(args.size, topology, model, run, compile_it=compile_it), flush=True)
+
+
+def options(args: argparse.Namespace) -> None:
+  """Every weight dtype x remat x microbatch combination for `--size`, analytic only."""
+  print(f"| topology | mesh | weights | remat | microbatches | dropout | frozen GiB | activations GiB | total GiB | "
+        f"usable GiB | fits |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|---|", flush=True)
+  for topology in args.topologies + args.gpus:
+    topo = memory_plan.parse_topology(topology)
+    model = min(topo.num_devices, 16)
+    for dtype, remat, micro in itertools.product(("float32", "bfloat16"), args.remat, args.microbatches):
+      run = launch_run(param_dtype=dtype, remat=remat, num_microbatches=micro, **_dropout(args))
+      p = memory_plan.plan_memory(SIZES[args.size], topo, run, sharding.PartitionConfig(num_partitions=model))
+      print(f"| {topology} | 1x{model} | {dtype} | {remat} | {micro} | {run.dropout_rate:g} | {_gib(p.frozen_params)} | "
+            f"{_gib(p.activations)} | {_gib(p.total)} | {_gib(p.usable)} | {'yes' if p.fits else 'no'} |", flush=True)
 
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("mode", choices=("grid", "collectives", "fit"))
+  p.add_argument("mode", choices=("grid", "collectives", "fit", "options"))
   p.add_argument("--sizes", nargs="+", default=["small", "base", "large", "xl", "xxl"])
   p.add_argument("--size", default="xxl")
   p.add_argument("--topologies", nargs="+", default=["v3-8", "v3-32", "v4-32"])
@@ -142,9 +158,9 @@ def main() -> None:
   p.add_argument("--microbatches", nargs="+", type=int, default=[1, 4])
   p.add_argument("--weight_dtype", default="float32", choices=("float32", "bfloat16"))
   p.add_argument("--dropout_rate", type=float, help="default: runs/prompt_tuning.gin's (0.1)")
-  p.add_argument("--analytic_only", action="store_true", help="grid without compiling (seconds instead of hours)")
+  p.add_argument("--analytic_only", action="store_true", help="grid/fit without compiling (seconds instead of hours)")
   args = p.parse_args()
-  {"grid": grid, "collectives": collectives, "fit": fit}[args.mode](args)
+  {"grid": grid, "collectives": collectives, "fit": fit, "options": options}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ prompt peak RSS <= 0.5x PEFT's.
 
   python benchmarks/prompt_step.py --steps 3 --warmup 1
   python benchmarks/prompt_step.py --with_peft --peft_steps 3 --peft_warmup 1
+
+The PEFT peer runs the whole batch at once (it has no microbatching), so `--with_peft`
+refuses `--num_microbatches` > 1: microbatches cut our activation memory, and a peak-RSS
+ratio between 4 microbatches and 1 measures the setting, not the library.
 """
 from __future__ import annotations
 
@@ -204,6 +208,9 @@ def main() -> None:
   bad = [m for m in modes if m not in MODES]
   if bad:
     raise SystemExit(f"--modes has {bad}; expected a comma list of {MODES}")
+  if args.with_peft and args.num_microbatches != 1:
+    raise SystemExit(f"--with_peft with --num_microbatches {args.num_microbatches}: the PEFT peer runs the whole "
+                     "batch at once; compare at equal settings (--num_microbatches 1)")
   import matmul_ceiling
 
   from prompt_tuning_jax.model.config import SIZES

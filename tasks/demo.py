@@ -7,6 +7,12 @@ the paper) it cannot tell which is asked and scores near chance (~1/3), until a 
 prompt takes the prefix's place.
 
 Registered: demo_{first,middle,last}_word, demo_{...}_taskless, mixture demo_pretrain.
+
+Two more tasks read the same rows but were never part of the demo model's training, with or
+without a prefix, so no method can win by standing in for a learned task prefix (the fair
+tasks of benchmarks/delta_methods.py): `demo_second_word` (the word at position 1, which no
+training task asked for) and `demo_first_kind` (what kind of thing the first word is:
+colour, animal, food or number; labels the model never produced).
 """
 from __future__ import annotations
 
@@ -24,6 +30,9 @@ ROW_LENGTH = 5
 POSITIONS = {"first": 0, "middle": ROW_LENGTH // 2, "last": ROW_LENGTH - 1}
 SPLIT_SIZES = {"train": 20000, "validation": 256}
 _SPLIT_SEEDS = {"train": 0, "validation": 1}
+KINDS = {"colour": WORDS[0:8], "animal": WORDS[8:15], "food": WORDS[15:23], "number": WORDS[23:]}
+KIND_OF = {w: kind for kind, words in KINDS.items() for w in words}
+UNSEEN_TASKS = ("second_word", "first_kind")  # never trained, with or without a prefix
 
 
 def rows(split: str) -> np.ndarray:
@@ -38,6 +47,18 @@ def examples(task: str, split: str, *, with_prefix: bool) -> dict[str, list[str]
   inputs = [f"{task} word: {t}" if with_prefix else t for t in text]
   targets = [WORDS[r[POSITIONS[task]]] for r in idx]
   return {"inputs": inputs, "targets": targets}
+
+
+def unseen_examples(task: str, split: str) -> dict[str, list[str]]:
+  """The rows as bare inputs, with a target no demo training task asked for."""
+  idx = rows(split)
+  target = {"second_word": lambda r: WORDS[r[1]], "first_kind": lambda r: KIND_OF[WORDS[r[0]]]}[task]
+  return {"inputs": [" ".join(WORDS[i] for i in r) for r in idx], "targets": [target(r) for r in idx]}
+
+
+def _unseen_dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, *, task: str) -> tf.data.Dataset:
+  del shuffle_files, seed
+  return tf.data.Dataset.from_tensor_slices(unseen_examples(task, split))
 
 
 def _dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, *, task: str,
@@ -58,6 +79,13 @@ def _register() -> None:
           functools.partial(_dataset_fn, task=task, with_prefix=with_prefix),
           splits=tuple(SPLIT_SIZES), num_input_examples=SPLIT_SIZES)
       seqio.TaskRegistry.add(name, source=source, output_features=features,
+                             preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos],
+                             metric_fns=[])
+  for task in UNSEEN_TASKS:
+    if f"demo_{task}" not in seqio.TaskRegistry.names():
+      source = seqio.FunctionDataSource(functools.partial(_unseen_dataset_fn, task=task),
+                                        splits=tuple(SPLIT_SIZES), num_input_examples=SPLIT_SIZES)
+      seqio.TaskRegistry.add(f"demo_{task}", source=source, output_features=features,
                              preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos],
                              metric_fns=[])
   if "demo_pretrain" not in seqio.MixtureRegistry.names():
