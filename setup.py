@@ -12,6 +12,7 @@ INSTALL_REQUIRES = [
     "orbax-checkpoint==0.12.8",
     "tensorstore==0.1.86",
     "gcsfs==2026.10.1",  # gs:// checkpoints and run folders: the model files' default INITIAL_CHECKPOINT_PATH
+    "google-api-core",  # checkpoints/fs.py retries transient gs:// errors with its backoff (also a gcsfs dependency)
     "gin-config==0.5.0",
     "seqio==0.0.20",
     "clu==0.0.12",

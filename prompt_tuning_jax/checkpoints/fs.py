@@ -83,7 +83,7 @@ class RetryPolicy:
   truncated exponential backoff with jitter), no new attempt once `deadline_s` would pass.
   Set from the environment: PTJ_STORAGE_RETRY_DEADLINE_S, PTJ_STORAGE_RETRY_INITIAL_S,
   PTJ_STORAGE_RETRY_MAXIMUM_S."""
-  deadline_s: float = 300.0
+  deadline_s: float = 120.0
   initial_s: float = 1.0
   maximum_s: float = 32.0
   multiplier: float = 2.0
