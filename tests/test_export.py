@@ -225,3 +225,21 @@ def test_unfinished_run_and_missing_step_get_one_line(finished_run, tmp_path, mo
   assert not out.exists()  # nothing written
   status, printed = _run_as_program(monkeypatch, capsys, f"--prompt={run}", f"--output_dir={out}", "--step=7")
   assert status == 0 and "(checkpoint, step 7, 4 steps trained)" in printed.out, printed
+
+
+def test_delta_export_names_the_run_backbone(tmp_path):
+  from prompt_tuning_jax import methods
+  from prompt_tuning_jax.methods import files as delta_files
+  run = tmp_path / "run"
+  leaves = {"encoder/layers_0/attention/query/lora_a": np.ones((CFG.emb_dim, 2), np.float32),
+            "encoder/layers_0/attention/query/lora_b": np.zeros((2, CFG.num_heads * CFG.head_dim), np.float32)}
+  delta_files.save_delta(run, methods.LoRA(rank=2), CFG, leaves)
+  (run / "config.gin").write_text(
+      "INITIAL_CHECKPOINT_PATH = \\\n    'gs://t5-data/pretrained_models/t5x/t5_1_1_lm100k_small/checkpoint_1100000'\n"
+      "TrainConfig.initial_checkpoint_path = %INITIAL_CHECKPOINT_PATH\n")
+  export.main([f"--delta={run}", f"--output_dir={tmp_path / 'out'}"])
+  config = json.loads((tmp_path / "out" / "peft" / "adapter_config.json").read_text())
+  assert (config["peft_type"], config["base_model_name_or_path"]) == ("LORA", "google/t5-small-lm-adapt")
+  export.main([f"--delta={run / 'delta.safetensors'}", f"--output_dir={tmp_path / 'out2'}", "--base_model=/models/t5"])
+  config = json.loads((tmp_path / "out2" / "peft" / "adapter_config.json").read_text())
+  assert config["base_model_name_or_path"] == "/models/t5"
