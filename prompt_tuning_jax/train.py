@@ -47,11 +47,14 @@ def _train(argv: Sequence[str]) -> loop.TrainResult:
   from prompt_tuning_jax.trainer import loop  # pylint: disable=g-import-not-at-top
   config = cli.build_config(loop.TrainConfig)  # every field bound by gin
   cli.check_checkpoint_path(config.initial_checkpoint_path, "INITIAL_CHECKPOINT_PATH")
+  preemption.stop_if_requested()  # here and below: a SIGTERM during set-up stops between phases
   distributed.initialize_from_flags(args)
   with loop.run_folder_lock(config.model_dir):  # one run per MODEL_DIR: a second is refused here, in seconds
     cli.check_data(config.data, splits=("train",) + ((config.data.eval_split,) if config.evaluator else ()))
+    preemption.stop_if_requested()
 
     def write_config() -> None:  # only once the backbone loaded and the resume checks passed
+      preemption.stop_if_requested()
       cli.write_operative_config(config.model_dir)
 
     result = loop.train(config, on_ready=write_config if distributed.is_primary() else None)

@@ -4,10 +4,13 @@ The COMMAND installs the handler, first thing at process start
 (`install_sigterm_handler`); library code never does, so a `loop.train()` called from a
 test or a notebook dies on SIGTERM like any program. With the handler:
 
-* before training starts (flags, data and model set-up), SIGTERM raises
-  `StoppedBeforeTraining` in the main thread: nothing trained, nothing to save;
-* once the loop steps (`PreemptionWatch` entered), it sets a flag that the loop reads
-  after each step, which saves a checkpoint and stops ("preempted at step N").
+* the handler only sets a flag (raising from it at an arbitrary point, e.g. inside an
+  extension module's import, can crash the interpreter);
+* before training starts, the command calls `stop_if_requested()` between its set-up
+  phases and `PreemptionWatch` on entry: `StoppedBeforeTraining`, nothing trained, nothing
+  to save (a SIGTERM during one long phase, e.g. reading the backbone, takes effect at its end);
+* once the loop steps, it reads the flag after each step, saves a checkpoint and stops
+  ("preempted at step N").
 
 Several processes: every host must stop at the same step (the save is collective), so
 JAX's preemption service, which takes over SIGTERM once `jax.distributed` is up, names
@@ -24,6 +27,12 @@ import types
 class StoppedBeforeTraining(BaseException):
   """SIGTERM arrived before the first training step (a BaseException, as KeyboardInterrupt:
   no `except Exception` on the way swallows it)."""
+
+
+def stop_if_requested() -> None:
+  """Between set-up phases: raise `StoppedBeforeTraining` if SIGTERM has arrived."""
+  if _state["received"] and not _state["stepping"]:
+    raise StoppedBeforeTraining("SIGTERM before the first training step")
 
 
 _state: dict = {"previous": None, "received": False, "stepping": False}
@@ -51,9 +60,8 @@ def sigterm_received() -> bool:
 
 def _handle(signum: int, frame: types.FrameType | None) -> None:  # pylint: disable=unused-argument
   _state["received"] = True
-  if not _state["stepping"]:
-    raise StoppedBeforeTraining("SIGTERM before the first training step")
-  logging.warning("SIGTERM received: finishing the current step, then saving a checkpoint")
+  logging.warning("SIGTERM received: %s", "finishing the current step, then saving a checkpoint"
+                  if _state["stepping"] else "stopping before the first training step")
 
 
 class PreemptionWatch:
@@ -69,9 +77,8 @@ class PreemptionWatch:
     return _state["received"]
 
   def __enter__(self) -> "PreemptionWatch":
+    stop_if_requested()  # a SIGTERM during the set-up: nothing trained yet
     _state["stepping"] = True
-    if _state["received"]:  # raced with the handler while it still raised: stop before training
-      raise StoppedBeforeTraining("SIGTERM before the first training step")
     return self
 
   def __exit__(self, *exc) -> None:
