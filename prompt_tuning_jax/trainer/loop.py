@@ -338,8 +338,8 @@ def _train(cfg: TrainConfig, on_ready: Callable[[], None] | None) -> TrainResult
   trainable = jax.device_get(run.state.params)
   if preempted:
     if distributed.is_primary():
-      print(f"preempted (SIGTERM): checkpoint saved at step {int(run.state.step)} in "
-            f"{run.checkpointer.directory}; rerun the same command to resume", flush=True)
+      print(f"preempted at step {int(run.state.step)}; rerun the same command to resume "
+            f"(checkpoint saved in {run.checkpointer.directory})", flush=True)
     writer.close()
     return TrainResult(step=int(run.state.step), trainable=trainable, best=run.meta["best"],
                        history=run.meta["history"], stopped_early=False, preempted=True)
