@@ -27,6 +27,7 @@ import gin
 
 VERBOSE_ENV = "PTJ_VERBOSE"
 USAGE_EXIT_CODE = 2
+RUN_FAILED_EXIT_CODE = 1  # the input was fine but the run could not go on (e.g. a non-finite update)
 
 
 class UsageError(SystemExit):
@@ -79,6 +80,12 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
   return tuple(types)
 
 
+def _run_failure_types() -> tuple[type[BaseException], ...]:
+  """Exceptions that end a run that was set up right (one line too, exit 1), imported only if loaded."""
+  module = sys.modules.get("prompt_tuning_jax.trainer.loop")
+  return (module.NonFiniteError,) if module is not None else ()
+
+
 def verbose_requested(argv: Sequence[str]) -> bool:
   return "--verbose" in argv or os.environ.get(VERBOSE_ENV, "").lower() not in ("", "0", "false")
 
@@ -92,7 +99,8 @@ def command(main: Callable[[Sequence[str]], Any]) -> Callable[[Sequence[str] | N
 
   Called with a list (tests, other Python code), errors propagate as raised. Called as
   a program (`main()`: `python -m`, console scripts) it returns an exit status: a
-  user error prints `error: <one line>` to stderr and returns 2 (`--verbose` or
+  user error prints `error: <one line>` to stderr and returns 2, a run that stopped on
+  its own account (a non-finite update) prints one line too and returns 1 (`--verbose` or
   PTJ_VERBOSE=1: after its traceback).
   """
   @functools.wraps(main)
@@ -110,6 +118,11 @@ def command(main: Callable[[Sequence[str]], Any]) -> Callable[[Sequence[str] | N
       message = one_line(e) or type(e).__name__
       print(f"error: {message}", file=sys.stderr, flush=True)
       return USAGE_EXIT_CODE
+    except _run_failure_types() as e:
+      if verbose_requested(argv):
+        traceback.print_exc()
+      print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
+      return RUN_FAILED_EXIT_CODE
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
   return run
 

@@ -128,3 +128,30 @@ def test_only_non_finite_states_are_refused_and_nothing_changes(tmp_path, monkey
     ckpt.restore({"p": jnp.zeros((2, 3))})
   assert os.listdir(tmp_path / "run/train_state") == ["4"]
 
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_train_command_reports_a_non_finite_stop_in_one_line_with_exit_1(tmp_path):
+  """Run as a program (lr 1e39): one `error:` line naming the step, exit 1, no traceback, no
+  train state or final prompt, and nothing saved under MODEL_DIR holds NaN/Inf."""
+  import pathlib
+  import subprocess
+  import sys
+  repo = pathlib.Path(__file__).resolve().parents[2]
+  model_dir = tmp_path / "run"
+  argv = [sys.executable, "-m", "prompt_tuning_jax.train", "--gin_file=tests/tiny_inline.gin",
+          "--gin_file=runs/prompt_tuning.gin", f"--gin.MODEL_DIR={model_dir}",
+          "--gin.MIXTURE_OR_TASK_NAME=superglue_rte_sample_taskless",
+          "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 4}",
+          "--gin.INITIAL_CHECKPOINT_PATH=tests/testdata/t5x_checkpoints/test_t5_tiny.checkpoint_0",
+          "--gin.TRAIN_STEPS=3", "--gin.BATCH_SIZE=8", "--gin.PROMPT_LENGTH=3", "--gin.EVAL_PERIOD=1000",
+          "--gin.CHECKPOINT_PERIOD=1", "--gin.TrainConfig.progress_bar=False", "--gin.OptimConfig.learning_rate=1e39"]
+  r = subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=570,
+                     env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert r.returncode == 1, r.stderr[-3000:]
+  errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and "step 1" in errors[0] and "not finite" in errors[0], r.stderr[-3000:]
+  assert "Traceback" not in r.stderr and "done" not in r.stdout
+  assert not (model_dir / "train_state").exists() and not (model_dir / "prompt.npy").exists()
+  assert all(np.isfinite(np.load(f)).all() for f in model_dir.rglob("*.npy"))  # e.g. best/ from step 0
