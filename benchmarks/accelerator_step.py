@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def plan_gib(cfg, args: argparse.Namespace, limit_bytes: int | None) -> float:
   """The planner's per-device total for this step on one device."""
-  from prompt_tuning_jax.parallel import memory_plan
+  from prompt_tuning_jax.planning import memory_plan
   gib = (limit_bytes or 0) / GIB or 1.0
   topology = memory_plan.Topology("this device", 1, gib, "this device", 1, 1.0)
   run = memory_plan.RunShape(batch_size=args.batch, input_length=args.input_len, target_length=args.target_len,

@@ -27,7 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dataclasses  # noqa: E402
 
 from prompt_tuning_jax import plan as plan_command  # noqa: E402
-from prompt_tuning_jax.parallel import compile_plan, memory_plan, sharding  # noqa: E402
+from prompt_tuning_jax.parallel import sharding  # noqa: E402
+from prompt_tuning_jax.planning import compile_plan, memory_plan
 from prompt_tuning_jax.model.config import SIZES  # noqa: E402
 
 GIB = memory_plan.GIB

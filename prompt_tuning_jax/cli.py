@@ -423,7 +423,8 @@ def register_configurables() -> None:
     return
   from prompt_tuning_jax import methods  # pylint: disable=g-import-not-at-top
   from prompt_tuning_jax.model import config
-  from prompt_tuning_jax.parallel import memory_plan, sharding
+  from prompt_tuning_jax.parallel import sharding
+  from prompt_tuning_jax.planning import memory_plan
   from prompt_tuning_jax.text import data
   from prompt_tuning_jax.evaluators import config as eval_config
   from prompt_tuning_jax.evaluators import scorer, task_evaluator

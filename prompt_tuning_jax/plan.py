@@ -24,7 +24,7 @@ from prompt_tuning_jax import cli
 from prompt_tuning_jax.model.config import REMAT_POLICIES, SIZES, T5Config
 
 if TYPE_CHECKING:  # jax and flax load in the functions, so `--help` needs neither
-  from prompt_tuning_jax.parallel import memory_plan
+  from prompt_tuning_jax.planning import memory_plan
 
 PLAN_GIN = "runs/plan.gin"  # includes models/t5_1_1_xxl.gin and runs/prompt_tuning.gin
 
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def topology_from_args(args: argparse.Namespace) -> memory_plan.Topology:
-  from prompt_tuning_jax.parallel import memory_plan  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.planning import memory_plan  # pylint: disable=g-import-not-at-top
   if args.topology and (args.num_devices or args.device_memory_gib):
     raise ValueError("give either --topology or --num_devices/--device_memory_gib, not both")
   if args.topology:
@@ -92,7 +92,7 @@ def topology_from_args(args: argparse.Namespace) -> memory_plan.Topology:
 def launch_settings(gin_files: Sequence[str] = (), bindings: Sequence[str] = ()) -> tuple[T5Config, dict[str, Any]]:
   """The model and run settings gin/runs/plan.gin (+ `gin_files`, `bindings`) describe:
   by default XXL prompt tuning exactly as runs/prompt_tuning.gin trains it."""
-  from prompt_tuning_jax.parallel import memory_plan  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.planning import memory_plan  # pylint: disable=g-import-not-at-top
   cli.parse_gin([PLAN_GIN, *gin_files], bindings, [str(cli.GIN_DIR)])
   plan_config = cli.build_config(memory_plan.PlanConfig)
   return plan_config.t5, plan_config.run_settings()
@@ -100,7 +100,7 @@ def launch_settings(gin_files: Sequence[str] = (), bindings: Sequence[str] = ())
 
 def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, T5Config, dict[str, Any], str]:
   args = cli.parse(build_parser(), argv, defaults=[PLAN_GIN])
-  from prompt_tuning_jax.parallel import memory_plan  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.planning import memory_plan  # pylint: disable=g-import-not-at-top
   plan_config = cli.build_config(memory_plan.PlanConfig)
   config, settings = plan_config.t5, plan_config.run_settings()
   name = ", ".join(args.gin_file) or "xxl"
@@ -115,7 +115,8 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, T5Config, dict[str,
 def main(argv: Sequence[str]) -> int:
   try:
     args, config, s, name = _parse(argv)  # --help ends here, before jax loads
-    from prompt_tuning_jax.parallel import memory_plan, sharding  # pylint: disable=g-import-not-at-top
+    from prompt_tuning_jax.parallel import sharding  # pylint: disable=g-import-not-at-top
+    from prompt_tuning_jax.planning import memory_plan
     topology = topology_from_args(args)
     submesh = tuple(s["model_parallel_submesh"]) if s["model_parallel_submesh"] else None
     partition = sharding.PartitionConfig(num_partitions=s["num_partitions"], model_parallel_submesh=submesh,
@@ -131,7 +132,7 @@ def main(argv: Sequence[str]) -> int:
     return 2
   print(memory_plan.format_plan(plan, name, run))
   if args.compile:
-    from prompt_tuning_jax.parallel import compile_plan  # libtpu and the model: only when asked
+    from prompt_tuning_jax.planning import compile_plan  # libtpu and the model: only when asked
     try:
       report = compile_plan.compile_plan(config, topology.name, run, partition)
     except ValueError as e:

@@ -10,7 +10,9 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from prompt_tuning_jax import plan
 
-from prompt_tuning_jax.parallel import compile_plan, memory_plan, sharding
+from prompt_tuning_jax.parallel import sharding
+
+from prompt_tuning_jax.planning import compile_plan, memory_plan
 from prompt_tuning_jax.model.config import SIZES
 
 TINY = SIZES["tiny_inline"]

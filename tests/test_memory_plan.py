@@ -12,7 +12,9 @@ from jax._src.ad_checkpoint import saved_residuals
 
 from prompt_tuning_jax import plan
 
-from prompt_tuning_jax.parallel import memory_plan, sharding
+from prompt_tuning_jax.parallel import sharding
+
+from prompt_tuning_jax.planning import memory_plan
 from prompt_tuning_jax.model.config import SIZES, T5Config
 from prompt_tuning_jax.prompt import wrapper
 

@@ -1,1 +1,1 @@
-"""Meshes and partitioning rules, multi-host start-up, and the memory plans of both."""
+"""Meshes and logical-axis rules (sharding) and multi-host start-up (distributed)."""

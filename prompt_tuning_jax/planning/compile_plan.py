@@ -24,7 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_tuning_jax.parallel import memory_plan, sharding
+from prompt_tuning_jax.parallel import sharding
+
+from prompt_tuning_jax.planning import memory_plan
 from prompt_tuning_jax.model.config import T5Config
 from prompt_tuning_jax.model import decoding
 from prompt_tuning_jax.prompt import PROMPT_PATTERN, wrapper

@@ -31,6 +31,8 @@ from prompt_tuning_jax.checkpoints import fs, npy_header
 from prompt_tuning_jax.prompt import NUMPY_PROMPT_FILE, PROMPT_VARIABLE
 
 NUMPY_CHECKPOINTS_DIR = "numpy_checkpoints"
+FINAL_PROMPT = "prompt.npy"  # a training run's final prompt, MODEL_DIR/prompt.npy
+TRAIN_STATE_DIR = "train_state"
 PEFT_CONFIG_FILE = "adapter_config.json"
 PEFT_WEIGHTS_FILE = "adapter_model.safetensors"
 PEFT_TENSOR = "prompt_embeddings"
@@ -329,6 +331,13 @@ def load_t5x_prompt(path: PathLike, variable: str = PROMPT_VARIABLE,
 
 # ----- format detection -----
 
+def is_run_folder(path: PathLike) -> bool:
+  """A folder a training run wrote (final prompt, numpy checkpoints or train state)."""
+  path = _loc(path)
+  return fs.isdir(path) and any(fs.exists(fs.join(path, name))
+                                for name in (FINAL_PROMPT, NUMPY_CHECKPOINTS_DIR, TRAIN_STATE_DIR))
+
+
 def detect_format(path: PathLike) -> str:
   """One of 'npy', 'peft', 't5x', 'run'; raises ValueError naming `path` otherwise.
 
@@ -337,7 +346,6 @@ def detect_format(path: PathLike) -> str:
   covers a checkpoint folder, its `checkpoint` file and single-file checkpoints.
   'run' is a training run's MODEL_DIR.
   """
-  from prompt_tuning_jax.prompt import run_folder  # pylint: disable=g-import-not-at-top  (it reads prompts here)
   path = _loc(path)
   if fs.isdir(path):
     if fs.isfile(fs.join(path, PEFT_CONFIG_FILE)):
@@ -346,13 +354,13 @@ def detect_format(path: PathLike) -> str:
       return "t5x"
     if fs.isfile(fs.join(path, NUMPY_PROMPT_FILE)):
       return "npy"
-    if run_folder.is_run_folder(path):
+    if is_run_folder(path):
       return "run"
     raise ValueError(
         f"cannot tell the prompt format of folder {path}: expected {PEFT_CONFIG_FILE} "
         f"(PEFT adapter), {T5X_CHECKPOINT_FILE} (T5X checkpoint), "
-        f"{NUMPY_PROMPT_FILE} (numpy checkpoint) or a training run's {run_folder.FINAL_PROMPT}, "
-        f"{NUMPY_CHECKPOINTS_DIR}/ or {run_folder.TRAIN_STATE_DIR}/ inside it")
+        f"{NUMPY_PROMPT_FILE} (numpy checkpoint) or a training run's {FINAL_PROMPT}, "
+        f"{NUMPY_CHECKPOINTS_DIR}/ or {TRAIN_STATE_DIR}/ inside it")
   if not fs.isfile(path):
     raise FileNotFoundError(f"prompt path not found: {path}")
   head = fs.read_head(path, len(_NPY_MAGIC))
@@ -376,9 +384,12 @@ def load_prompt(path: PathLike, expected_shape: Sequence[int] | None = None, *,
   (unless `allow_nonfinite`).
   """
   kind = detect_format(path)
-  if kind == "run":
-    from prompt_tuning_jax.prompt import run_folder  # pylint: disable=g-import-not-at-top
-    path = run_folder.find_prompt(path).path
+  if kind == "run":  # its final prompt; `run_folder.find_prompt` picks a saved step or the best
+    final = fs.join(_loc(path), FINAL_PROMPT)
+    if not fs.isfile(final):
+      raise ValueError(f"{path} is a training run with no final prompt yet ({FINAL_PROMPT} is written when "
+                       "the run finishes); `export --prompt=MODEL_DIR --step=N` or `--best` picks a saved one")
+    path = final
   if kind == "peft":
     return check_shape(load_peft_adapter(path, allow_nonfinite=allow_nonfinite), expected_shape, path)
   if kind == "t5x":

@@ -19,11 +19,10 @@ import numpy as np
 from prompt_tuning_jax.checkpoints import fs
 from prompt_tuning_jax.prompt import NUMPY_PROMPT_FILE
 from prompt_tuning_jax.prompt import files as prompt_files
+from prompt_tuning_jax.prompt.files import FINAL_PROMPT, TRAIN_STATE_DIR, is_run_folder  # noqa: F401  (the layout)
 
-FINAL_PROMPT = "prompt.npy"
 BEST_DIR = "best"
 BEST_RECORD = "best.json"
-TRAIN_STATE_DIR = "train_state"
 OPERATIVE_CONFIG = "config.gin"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint_(\d+)$")
 
@@ -44,12 +43,6 @@ class RunPrompt:
     trained = "" if self.steps_trained is None else f", {self.steps_trained} steps trained"
     return f"{self.path} ({self.which}, step {self.step if self.step is not None else 'unknown'}{trained})"
 
-
-def is_run_folder(path: str | os.PathLike) -> bool:
-  """A folder a training run wrote (final prompt, numpy checkpoints or train state)."""
-  path = os.fspath(path)
-  return fs.isdir(path) and any(fs.exists(fs.join(path, name))
-                                for name in (FINAL_PROMPT, prompt_files.NUMPY_CHECKPOINTS_DIR, TRAIN_STATE_DIR))
 
 
 def saved_steps(model_dir: str | os.PathLike) -> list[int]:
