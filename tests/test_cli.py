@@ -67,6 +67,7 @@ def test_score_names_the_malformed_line(tmp_path):
                 f"--input_file={src}", f"--output_file={tmp_path / 'o.jsonl'}"])
 
 
+@pytest.mark.slow
 def test_train_cli_t5x_style_flags(tmp_path):
   model_dir = tmp_path / "run"
   result = train.main([

@@ -90,6 +90,7 @@ def test_planner_microbatches_divide_activations():
   assert full.activations < dots.activations < none.activations
 
 
+@pytest.mark.slow
 def test_cli_compile_prints_both(capsys):
   argv = ["--model_size", "tiny_inline", "--topology", "v3-8", "--num_partitions", "2", "--batch_size", "8",
           "--input_length", "16", "--target_length", "4", "--prompt_length", "3", "--remat", "--num_microbatches",

@@ -211,6 +211,7 @@ def test_lone_process_ends_with_one_line_within_the_timeout(process_id, what):
   assert seconds < 90  # the jax import plus the 3 s
 
 
+@pytest.mark.slow
 def test_detected_slurm_job_without_coordinator_names_the_cluster_and_address():
   """jax's own SLURM detection picks the address (first node, port from the job id)."""
   slurm = dict(SLURM_JOB_ID="7", SLURM_STEP_NODELIST="localhost", SLURM_NTASKS="2", SLURM_PROCID="1",
@@ -223,6 +224,7 @@ def test_detected_slurm_job_without_coordinator_names_the_cluster_and_address():
   assert "--distributed_timeout_s=3" in line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["eval", "infer", "score"])
 def test_eval_infer_score_take_the_start_up_flags(tmp_path, command):
   """The same multi-host flags as train, --distributed_timeout_s included."""

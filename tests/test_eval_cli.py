@@ -40,6 +40,7 @@ def _read(path):
   return [json.loads(line) for line in open(path)]
 
 
+@pytest.mark.slow
 def test_eval_ensemble_greedy(tmp_path, prompts, capsys):
   results = eval_cli.main(TINY + DATA + [f"--gin.MIXTURE_OR_TASK_NAME={RTE}", f"--prompt={prompts[0]}",
                                          f"--prompt={prompts[1]}", "--mode=greedy",
@@ -59,6 +60,7 @@ def test_eval_ensemble_greedy(tmp_path, prompts, capsys):
     assert r["vote"] in [m["output"] for m in r["members"]]
 
 
+@pytest.mark.slow
 def test_eval_mixture_with_a_prompt_per_task(tmp_path, prompts):
   name = "test_eval_cli_rte_cb"
   if name not in seqio.MixtureRegistry.names():

@@ -31,6 +31,7 @@ def _params(prompt_len=7, seed=0):
   return params, prompt
 
 
+@pytest.mark.slow
 def test_peft_adapter_on_hf_t5_gives_our_log_likelihoods(tmp_path):
   params, prompt = _params()
   np.save(tmp_path / "prompt.npy", prompt)
@@ -165,6 +166,7 @@ def finished_run(tmp_path_factory):
   return model_dir
 
 
+@pytest.mark.slow
 def test_export_of_a_run_folder_uses_global_steps(finished_run, tmp_path, capsys):
   assert run_folder.saved_steps(finished_run) == [5, 7]  # the fixture is at step 3
   export.main([f"--prompt={finished_run}", f"--output_dir={tmp_path / 'final'}", "--base_model=my/t5"])

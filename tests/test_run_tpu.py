@@ -474,6 +474,7 @@ def _gone(pid):
   return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
+@pytest.mark.slow
 def test_stop_waits_for_the_runs_own_save(pod):
   env, _, root = pod
   pids = _launch_saver(dict(env, SAVE_S="7"), root)  # longer than the old fixed 5 s before SIGKILL

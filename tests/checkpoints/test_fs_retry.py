@@ -79,6 +79,7 @@ def test_errors_that_are_not_transient_are_not_retried(faulty_gcs):
   assert faulty_gcs.statuses("retry/never_written.txt") == [404]
 
 
+@pytest.mark.slow
 def test_checkpoint_save_is_retried_and_restores_exactly(faulty_gcs):
   ckpt = train_state.TrainCheckpointer("gs://bucket/retry_run", keep=3, fingerprint={"k": "v"})
   state = {"w": jax.numpy.arange(6.0).reshape(2, 3)}

@@ -9,6 +9,7 @@ import pathlib
 import jax
 import ml_dtypes
 import numpy as np
+import pytest
 from flax import traverse_util
 
 from prompt_tuning_jax.parallel import sharding
@@ -49,6 +50,7 @@ def test_bfloat16_storage_is_the_checkpoint_cast_shard_by_shard(monkeypatch):
   assert wi and all(index[1] != slice(None) and (index[1].stop - index[1].start) == 8 for index in wi)
 
 
+@pytest.mark.slow
 def test_bfloat16_run_keeps_trainable_and_optimizer_float32(tmp_path):
   cfg = loop.TrainConfig(
       model_dir=str(tmp_path / "run"), initial_checkpoint_path=str(FIXTURE), t5=BF16,

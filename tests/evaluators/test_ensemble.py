@@ -72,6 +72,7 @@ def test_average_scores_differs_from_vote():
   assert ensemble.majority_vote([[0, 0, 1]], cand[0].max(1)[None])[0] == [0]
 
 
+@pytest.mark.slow
 def test_ensemble_batch_equals_each_prompt_alone(setup):
   """Examples x prompts in one greedy batch == each prompt alone (tokens; scores to 1e-5).
   Rank scores through a bank are checked the same way in test_evaluation (mixed tasks)."""
@@ -103,6 +104,7 @@ def test_mixed_task_batch_equals_each_prompt_alone(setup):
     np.testing.assert_allclose(scores[e], ref[n][1][e], atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_ensemble_evaluator_metrics_match_written_predictions(tmp_path):
   cfg = T5Config(emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32, num_encoder_layers=1, num_decoder_layers=1)

@@ -58,6 +58,7 @@ def test_candidate_labels_sources_and_fallbacks():
   assert labels("superglue_record_sample_taskless")[0] is None
 
 
+@pytest.mark.slow
 def test_rank_mode_writes_consistent_outputs(single, tmp_path):
   model, params = single
   ev = task_evaluator.Evaluator(DATA, model, EvalConfig(mode="rank", output_dir=str(tmp_path)))
@@ -97,6 +98,7 @@ def test_rank_falls_back_to_greedy_without_labels(single, tmp_path):
     task_evaluator.Evaluator(DATA, model, EvalConfig(mode="sample"))
 
 
+@pytest.mark.slow
 def test_mixed_task_batches_match_each_prompt_alone(single, tmp_path):
   """RTE with prompt 1 and CB with prompt 0 of a bank, interleaved in shared batches,
   give the same candidate scores as each task run alone with a plain [P, d] prompt."""

@@ -52,6 +52,7 @@ def _logits(model, params):
                                 BATCH["decoder_target_tokens"]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", [methods.LoRA(), methods.BitFit(), methods.IntrinsicSAID(dim=8)],
                          ids=lambda m: m.name)
 def test_zero_initialised_methods_start_at_the_frozen_model(method):
@@ -60,6 +61,7 @@ def test_zero_initialised_methods_start_at_the_frozen_model(method):
   np.testing.assert_array_equal(_logits(model, full), _logits(t5.Transformer(CFG), _frozen()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", [methods.LoRA(rank=2), methods.PrefixTuning(length=3, hidden=8),
                                     methods.PrefixTuning(length=3, hidden=0, sites=("decoder",), positions="preceding"),
                                     methods.Adapters(width=2), methods.BitFit(), methods.IntrinsicSAID(dim=8)],
@@ -86,6 +88,7 @@ def _log_likelihood(model, params):
   return decoding.candidate_log_probs(model, params, BATCH["encoder_input_tokens"], targets)[:, 0].sum(-1)
 
 
+@pytest.mark.slow
 def test_lora_merged_equals_unmerged_and_changes_the_model():
   method = methods.LoRA(rank=2, alpha=4.0, targets=("query", "value", "out", "wi_0", "wo"))
   model, params = _with_delta(method)
@@ -95,6 +98,7 @@ def test_lora_merged_equals_unmerged_and_changes_the_model():
   assert np.abs(hooked - _logits(t5.Transformer(CFG), _frozen())).max() > 1e-2
 
 
+@pytest.mark.slow
 def test_peft_lora_adapter_on_hf_t5_gives_our_log_likelihoods(tmp_path):
   import peft
   import torch
@@ -131,6 +135,7 @@ def test_prefix_plain_export_equals_the_mlp_form_and_round_trips(tmp_path):
   assert np.abs(_logits(model, params) - _logits(t5.Transformer(CFG), _frozen())).max() > 1e-2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", [methods.PrefixTuning(length=3, hidden=0),
                                     methods.PrefixTuning(length=3, hidden=0, sites=("decoder",), positions="preceding")],
                          ids=["li_liang", "peft_form"])
@@ -234,6 +239,7 @@ def test_hadamard_transform_matches_the_matrix(n):
                              rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_fastfood_blocks_keep_the_norm_and_are_linear():
   key = jax.random.PRNGKey(3)
   v = jax.random.normal(jax.random.PRNGKey(0), (12,))

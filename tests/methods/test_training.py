@@ -55,7 +55,8 @@ def _flat(tree):
   return traverse_util.flatten_dict(jax.device_get(tree), sep="/")
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "said" else n for n in sorted(METHODS)])
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(METHODS))
 def test_ten_steps_change_only_the_method_and_lower_the_loss(tmp_path, name, monkeypatch):
   method = METHODS[name]
   cfg = tiny_config(tmp_path / "run", method)

@@ -67,6 +67,7 @@ def test_brevity_penalty_hand_values():
                                 [2, 3, 1])
 
 
+@pytest.mark.slow
 def test_greedy_matches_full_pass_argmax(setup):
   model, params, inputs = setup
   tokens, scores = greedy(model, params, inputs)

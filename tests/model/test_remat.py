@@ -34,6 +34,7 @@ def _loss_and_grads(cfg, params, dropout_rng):
   return fn(params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy,dropout", [("full", True), ("dots", False)])
 def test_remat_same_loss_and_gradients(policy, dropout):
   params = t5.init_params(CFG, jax.random.PRNGKey(0))

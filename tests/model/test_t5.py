@@ -50,6 +50,7 @@ def _rel_err(ours, ref, valid):
   return np.abs(ours - ref)[valid].max() / np.abs(ref)[valid].max()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cfg", [V11, V10], ids=["t5_1_1", "t5_1_0"])
 def test_logits_match_huggingface(cfg):
   params = _perturbed_params(cfg)
@@ -133,6 +134,7 @@ def test_parameter_counts_match_paper(size, expected):
   assert config.num_params(cfg) + cfg.emb_dim == expected
 
 
+@pytest.mark.slow
 def test_bfloat16_activations_keep_float32_params_and_logits():
   cfg = V11.replace(dtype="bfloat16")
   params = _perturbed_params(cfg)

@@ -79,6 +79,7 @@ def test_unknown_size_is_refused_with_the_flag_named(tmp_path):
     reproduce.main(["--experiment=main", f"--root={tmp_path}", "--sizes=small,huge", "--dry-run"])
 
 
+@pytest.mark.slow
 def test_every_command_is_valid_gin(tmp_path, monkeypatch, clean_gin):
   cli.register_configurables()
   import prompt_tuning_jax.tasks.glue  # noqa: F401  (imported by paper/transfer*.gin; before leaving the checkout)

@@ -12,6 +12,7 @@ from prompt_tuning_jax.tasks import lm_adaptation as lm_task
 pytestmark = pytest.mark.timeout(900)
 
 
+@pytest.mark.slow
 def test_adapt_steps_on_the_demo_model_writes_a_t5x_checkpoint(tmp_path, monkeypatch):
   lm_task.register_text_task("test_tiny_prefix_lm", [
       "The quick brown fox jumps over the lazy dog. It ran far away, then back again.",

@@ -3,6 +3,8 @@ at ITS best eval (per-task selection), from the public T5.1.1 checkpoint."""
 import json
 import os
 
+import pytest
+
 from prompt_tuning_jax import reproduce
 from prompt_tuning_jax.paper import experiments, report
 
@@ -36,6 +38,7 @@ def test_each_task_is_scored_at_its_own_best_eval(tmp_path):
   assert table[1] == "small,80.0,85.0,,,,70.0,,,78.3 (3/8),3/8"
 
 
+@pytest.mark.slow
 def test_tiny_multitask_run_logs_every_task_then_the_table_reads_it(tmp_path, monkeypatch):
   """Model tuning of the demo model on the samples' T5-format mixture for 2 steps, the
   multi-task eval hook scoring each task; the per-task table is filled from its log."""

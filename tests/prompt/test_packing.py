@@ -47,6 +47,7 @@ def _packed(prompt_length, pad_to=28, tgt_pad=9):
           "decoder_segment_ids": pad(tgt_seg, tgt_pad), "decoder_loss_weights": pad([1] * len(tgt), tgt_pad)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prompt_length", [0, 3])
 def test_packed_per_example_log_likelihood_equals_unpacked(prompt_length):
   params = t5.init_params(CFG, jax.random.PRNGKey(0))

@@ -35,6 +35,7 @@ def test_combinations_place_the_prompt_where_named():
   assert mask.tolist() == [[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0]]
 
 
+@pytest.mark.slow
 def test_zero_length_prompt_is_the_plain_model():
   params = t5.init_params(CFG, jax.random.PRNGKey(0))
   enc = jnp.array([[5, 6, 7, 1, 0]])
@@ -45,6 +46,7 @@ def test_zero_length_prompt_is_the_plain_model():
   np.testing.assert_array_equal(np.asarray(plain), np.asarray(with_empty))
 
 
+@pytest.mark.slow
 def test_prompt_bank_selects_each_examples_prompt():
   params = t5.init_params(CFG, jax.random.PRNGKey(0))
   bank = jax.random.uniform(jax.random.PRNGKey(1), (3, 4, 8), minval=-0.5, maxval=0.5)

@@ -93,6 +93,7 @@ def _one_batch(cfg):
   return sharding.make_global_batch(next(data.train_batches(cfg.data)), run_mesh, cfg.data.batch_size)
 
 
+@pytest.mark.slow
 def test_gradients_flow_only_to_the_trainable_subtree():
   """The compiled prompt step has no weight-gradient matmuls: it does about 2/3 of the
   model-tuning step's FLOPs (forward + activation grads, no weight grads)."""
@@ -116,6 +117,7 @@ def test_gradients_flow_only_to_the_trainable_subtree():
   assert prompt_flops < 0.75 * model_flops
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_backbone_or_prompt_shape(tmp_path):
   loop.train(tiny_config(tmp_path / "run", train_steps=2, checkpoint_period=1))
   with pytest.raises(train_state.CheckpointFingerprintError, match="backbone"):

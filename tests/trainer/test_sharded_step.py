@@ -65,6 +65,7 @@ def _single_device(patterns):
   return _run(patterns, None)[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["prompt", "model"])
 @pytest.mark.parametrize("mesh_shape", [(8, 1), (4, 2), (2, 4), (1, 8)])
 def test_sharded_step_equals_single_device(mode, mesh_shape):

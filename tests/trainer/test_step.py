@@ -15,6 +15,7 @@ CFG = T5Config(vocab_size=64, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32, n
                num_decoder_layers=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("patterns", [(PROMPT_PATTERN,), (".*",)], ids=["prompt", "model"])
 def test_microbatches_give_the_full_batch_update(patterns):
   model = wrapper.make_model(CFG, wrapper.PromptConfig(length=3))
