@@ -255,9 +255,13 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def initialize_from_flags(args: argparse.Namespace) -> bool:
-  """`initialize` with the flags of `add_flags`."""
-  return initialize(args.coordinator_address, args.num_processes, args.process_id, cluster=args.cluster,
-                    timeout_s=args.distributed_timeout_s)
+  """`initialize` with the flags of `add_flags`; one process: the backends start here, quietly."""
+  joined = initialize(args.coordinator_address, args.num_processes, args.process_id, cluster=args.cluster,
+                      timeout_s=args.distributed_timeout_s)
+  if not joined:
+    from prompt_tuning_jax.text import quiet  # pylint: disable=g-import-not-at-top
+    quiet.start_jax_backends()
+  return joined
 
 
 def _check_flags(coordinator_address: str | None, num_processes: int | None, process_id: int | None) -> None:

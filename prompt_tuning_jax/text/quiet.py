@@ -34,6 +34,15 @@ STARTUP_NOISE = (
     "cpu_feature_guard.cc", "rebuild TensorFlow with the appropriate compiler flags",
     "oneDNN custom operations are on",
 )
+# What libtpu (installed by the tpu/test extras) prints when jax probes for a TPU on a host
+# that has none; on a TPU VM its environment is set and it prints none of this.
+LIBTPU_PROBE_NOISE = (
+    "Failed to find host bounds for accelerator type",
+    "WARNING: Logging before InitGoogle() is written to STDERR",
+    "could not determine TPU worker hostnames",
+    "=== Source Location Trace: ===",
+    "libtpu_init_utils.cc",
+)
 
 
 @contextlib.contextmanager
@@ -80,6 +89,14 @@ def import_seqio() -> seqio:
   with filtered_stderr():
     import seqio  # pylint: disable=g-import-not-at-top,redefined-outer-name
   return seqio
+
+
+def start_jax_backends() -> None:
+  """Start jax's backends (`jax.devices()`) with libtpu's no-TPU-here probe lines filtered,
+  so a one-process run on a CPU or GPU host with libtpu installed starts quietly."""
+  import jax  # pylint: disable=g-import-not-at-top
+  with filtered_stderr(STARTUP_NOISE + LIBTPU_PROBE_NOISE):
+    jax.devices()
 
 
 def import_module(name: str):
