@@ -107,7 +107,9 @@ def main(argv: Sequence[str]) -> dict:
   from prompt_tuning_jax import export  # pylint: disable=g-import-not-at-top
   from prompt_tuning_jax.model.config import SIZES  # pylint: disable=g-import-not-at-top
   from prompt_tuning_jax.prompt import initializers  # pylint: disable=g-import-not-at-top
+  from prompt_tuning_jax.text import quiet  # pylint: disable=g-import-not-at-top
   from prompt_tuning_jax.trainer import loop  # pylint: disable=g-import-not-at-top
+  quiet.start_jax_backends()
   start = time.time()
   before = frozen_scores()
   cfg = demo_config(args.model_dir, steps=args.steps, prompt_length=args.prompt_length,
