@@ -43,9 +43,14 @@ def running(log_path: str, bucket: str = BUCKET, timeout_s: float = 60) -> Itera
       time.sleep(0.1)
     yield f"http://127.0.0.1:{port}"
   finally:
-    proc.terminate()
-    try:
-      proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-      proc.kill()
-      proc.wait()
+    stop(proc)
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 10) -> None:
+  """SIGTERM, then SIGKILL if the process is still there after `grace_s`."""
+  proc.terminate()
+  try:
+    proc.wait(timeout=grace_s)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    proc.wait()

@@ -23,6 +23,8 @@ import urllib.parse
 import urllib.request
 from typing import Iterator
 
+import gcs_emulator  # tests/gcs_emulator.py
+
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
                "content-length"}
 
@@ -148,12 +150,7 @@ def running(upstream: str) -> Iterator[FaultyProxy]:
     port = int(proc.stdout.readline())
     yield FaultyProxy(f"http://127.0.0.1:{port}")
   finally:
-    proc.terminate()
-    try:
-      proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-      proc.kill()
-      proc.wait()
+    gcs_emulator.stop(proc)
 
 
 def main(upstream: str) -> None:
