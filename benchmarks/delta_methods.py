@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--seeds", type=int, default=3, help="seeds per (method, task, learning rate)")
   p.add_argument("--skip_cost", action="store_true", help="only the quality sweep")
   p.add_argument("--out_dir", default="delta_bench")
+  p.add_argument("--from_json", help="print the tables and redraw the plot from a run's delta_methods.json")
   return p
 
 
@@ -367,8 +368,35 @@ def plot(rows: list[dict], tasks: list[str], path: str) -> None:
   fig.savefig(path, dpi=120)
 
 
+def report(rows: list[dict], size: str, tasks: list[str], out_dir: str) -> None:
+  """The cost table, the quality table (best learning rate's mean +- std, then every rate's
+  mean) and the plot, from the rows a run wrote (or `--from_json` reads back)."""
+  import numpy as np
+  if rows and "median_step_s" in rows[0]:
+    prompt_s = next((r["median_step_s"] for r in rows if r["mode"] == "prompt"), float("nan"))
+    print(format_table(
+        ["method", f"trainable ({size})", "share", "encoder positions", "step s", "step / prompt step", "XLA GB"],
+        [(r["mode"], f"{r['trainable_params']:,}", f"{100 * r['share']:.4f}%", str(r["encoder_positions"]),
+          fmt(r["median_step_s"], 3), fmt(r["median_step_s"] / prompt_s, 2), fmt(r["xla_gb"], 2)) for r in rows]))
+  if tasks:
+    def cell(q):
+      per_lr = " / ".join(f"{np.mean(v):.1f}" for v in q["sweep"].values())
+      return f"**{q['mean']:.1f} +- {q['std']:.1f}** (lr {float(q['best_lr']):.2g}); {per_lr}"
+    print(format_table(["method", "trainable (demo)"] + [f"{t.replace('_taskless', '')}: mean +- std (best lr); "
+                                                         "per-lr means" for t in tasks],
+                       [(r["mode"], f"{r['demo_trainable_params']:,}") + tuple(cell(r[t]) for t in tasks) for r in rows]
+                       + [("majority class", "") + tuple(f"{majority_share(t):.1f}" for t in tasks)]))
+    plot(rows, tasks, os.path.join(out_dir, "delta_quality_vs_params.png"))
+
+
 def main() -> None:
   args = build_parser().parse_args()
+  if args.from_json:  # tables and plot again from a finished run, nothing trained
+    with open(args.from_json) as f:
+      saved = json.load(f)
+    tasks = [t for t in saved["args"]["quality_tasks"].split(",") if t] if saved["args"]["quality_steps"] else []
+    report(saved["rows"], saved["args"]["size"], tasks, os.path.dirname(os.path.abspath(args.from_json)))
+    return
   modes = [m for m in args.modes.split(",") if m]
   bad = [m for m in modes if m not in MODES]
   if bad:
@@ -387,18 +415,7 @@ def main() -> None:
     with open(os.path.join(args.out_dir, "delta_methods.json"), "w") as f:  # rewritten as rows finish
       json.dump(dict(args=vars(args), load_average=os.getloadavg(), rows=rows), f, indent=2)
   print(f"load average {os.getloadavg()}")
-  if not args.skip_cost:
-    prompt_s = next((r["median_step_s"] for r in rows if r["mode"] == "prompt"), float("nan"))
-    print(format_table(
-        ["method", f"trainable ({args.size})", "share", "encoder positions", "step s", "step / prompt step", "XLA GB"],
-        [(r["mode"], f"{r['trainable_params']:,}", f"{100 * r['share']:.4f}%", str(r["encoder_positions"]),
-          fmt(r["median_step_s"], 3), fmt(r["median_step_s"] / prompt_s, 2), fmt(r["xla_gb"], 2)) for r in rows]))
-  if tasks:
-    cell = lambda q: f"{q['mean']:.1f} +- {q['std']:.1f} (lr {q['best_lr']})"
-    print(format_table(["method", "trainable (demo)"] + tasks,
-                       [(r["mode"], f"{r['demo_trainable_params']:,}") + tuple(cell(r[t]) for t in tasks) for r in rows]
-                       + [("majority class", "") + tuple(f"{majority_share(t):.1f}" for t in tasks)]))
-    plot(rows, tasks, os.path.join(args.out_dir, "delta_quality_vs_params.png"))
+  report(rows, args.size, tasks, args.out_dir)
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def grid(args: argparse.Namespace) -> None:
 def collectives(args: argparse.Namespace) -> None:
   run = launch_run(remat=args.remat[0], num_microbatches=args.microbatches[0], **_dropout(args))
   part = sharding.PartitionConfig(num_partitions=args.num_partitions)
-  report = compile_plan.compile_plan(SIZES[args.size], args.topology, run, part)
+  report = compile_plan.compile_plan(SIZES[args.size], args.topology, run, part, steps=tuple(args.steps))
   plan = memory_plan.plan_memory(SIZES[args.size], memory_plan.parse_topology(args.topology), run, part)
   print(compile_plan.format_report(report, plan))
   print("\n| step | collective | count | MiB per device |\n|---|---|---:|---:|")
@@ -157,6 +157,8 @@ def main() -> None:
   p.add_argument("--num_partitions", type=int, default=16)
   p.add_argument("--remat", nargs="+", default=["none", "full"])
   p.add_argument("--microbatches", nargs="+", type=int, default=[1, 4])
+  p.add_argument("--steps", nargs="+", default=["train", "score", "decode"], choices=("train", "score", "decode"),
+                 help="collectives: which steps to compile (score and decode never apply dropout)")
   p.add_argument("--weight_dtype", default="float32", choices=("float32", "bfloat16"))
   p.add_argument("--dropout_rate", type=float, help="default: runs/prompt_tuning.gin's (0.1)")
   p.add_argument("--analytic_only", action="store_true", help="grid/fit without compiling (seconds instead of hours)")
