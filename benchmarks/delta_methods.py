@@ -20,7 +20,7 @@ delta_quality_vs_params.png to --out_dir.
 
   python benchmarks/delta_methods.py                    # both tables as published (docs/DELTA.md)
   python benchmarks/delta_methods.py --quality_steps 0  # cost only
-  python benchmarks/delta_methods.py --skip_cost        # quality only: 4 tasks, 200 steps, 3 lrs x 3 seeds
+  python benchmarks/delta_methods.py --skip_cost        # quality only: 4 tasks, 100 steps, 3 lrs x 3 seeds
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--target_len", type=int, default=8)
   p.add_argument("--steps", type=int, default=2, help="timed steps; 0 compiles only (parameters, XLA memory)")
   p.add_argument("--warmup", type=int, default=1)
-  p.add_argument("--quality_steps", type=int, default=200, help="training steps per quality run; 0 skips quality")
+  p.add_argument("--quality_steps", type=int, default=100, help="training steps per quality run; 0 skips quality")
   p.add_argument("--quality_tasks", default=",".join(DEFAULT_QUALITY_TASKS),
                  help=f"tasks of the quality sweep, some of {QUALITY_TASKS}")
   p.add_argument("--seeds", type=int, default=3, help="seeds per (method, task, learning rate)")

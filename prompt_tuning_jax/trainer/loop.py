@@ -296,7 +296,7 @@ def _train(cfg: TrainConfig, on_ready: Callable[[], None] | None) -> TrainResult
   if on_ready is not None:
     on_ready()
   start = int(run.state.step)
-  writer = metric_writer.MetricsWriter(cfg.model_dir, enabled=distributed.is_primary())
+  writer = metric_writer.MetricsWriter(cfg.model_dir, enabled=distributed.is_primary(), resume_step=start)
   layout = sharding.data_layout(cfg.data.batch_size, run.mesh)
   batches = data.train_batches(cfg.data, skip_batches=start, shard_id=layout.shard_id,
                                num_shards=layout.num_shards,
@@ -330,8 +330,8 @@ def _train(cfg: TrainConfig, on_ready: Callable[[], None] | None) -> TrainResult
         bar.set_postfix(progress_fields(bar_fields, scores=run.meta["history"][-1]))
       preempted = watch.should_stop(step)
       if step % cfg.checkpoint_period == 0 or step == cfg.train_steps or stopped_early or preempted:
+        writer.flush()  # before the save: lines past a checkpoint are dropped on resume, lines short of one are lost
         run.save()
-        writer.flush()
       if preempted:
         break
   bar.close()

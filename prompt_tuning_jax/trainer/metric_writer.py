@@ -7,7 +7,9 @@ staging folder by TensorFlow and uploaded at the same moments (TF's GFile cannot
 storage emulator, and one filesystem layer handles every gs:// byte).
 
 A kill can cut the last line short; a resumed run drops that partial line (with a warning)
-before appending, so the file stays one JSON object per line.
+before appending, so the file stays one JSON object per line. A run resumed from step S also
+drops the lines after S (TensorBoard's "orphaned" events): they came from steps the resumed
+run trains again, so each step keeps one line.
 """
 from __future__ import annotations
 
@@ -25,7 +27,9 @@ from prompt_tuning_jax.checkpoints import fs
 
 class MetricsWriter:
   def __init__(self, model_dir: str, *, enabled: bool = True, tensorboard: bool = True,
-               remote_flush_s: float = 30.0):
+               remote_flush_s: float = 30.0, resume_step: int | None = None):
+    """`resume_step`: the step the run restarts from (0: from scratch); lines after it, and
+    every line when it is 0, are dropped. None keeps every line."""
     self.enabled = enabled
     self.path = fs.join(model_dir, "metrics.jsonl")
     self._remote = fs.is_remote(model_dir)
@@ -35,6 +39,8 @@ class MetricsWriter:
     self._tb, self._staging = None, None
     if enabled and fs.exists(self.path):  # a resumed run keeps its history
       lines = _repaired(self.path)  # a local file is repaired in place
+      if resume_step is not None:
+        lines = _drop_orphans(self.path, lines, resume_step)
       self._lines = lines if self._remote else []
     if enabled and tensorboard:
       from prompt_tuning_jax.text import quiet  # pylint: disable=g-import-not-at-top
@@ -111,3 +117,20 @@ def _repaired(path: str) -> list[str]:
       f.flush()
       os.fsync(f.fileno())
   return lines
+
+
+def _drop_orphans(path: str, lines: list[str], resume_step: int) -> list[str]:
+  """`lines` less those a run resumed from `resume_step` writes again (steps after it; all
+  of them from step 0); the file is rewritten whole when any go."""
+  def orphaned(line: str) -> bool:
+    try:
+      step = json.loads(line).get("step")
+    except (ValueError, AttributeError):
+      return False  # not ours to judge: kept
+    return isinstance(step, int) and (resume_step == 0 or step > resume_step)
+  kept = [line for line in lines if not orphaned(line)]
+  if len(kept) < len(lines):
+    logging.warning("%s: dropping %d lines written after step %d, the step this run resumes from (they are "
+                    "written again as it trains)", path, len(lines) - len(kept), resume_step)
+    fs.atomic_write(path, "".join(kept))
+  return kept

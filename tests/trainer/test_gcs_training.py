@@ -109,7 +109,7 @@ def test_gcs_run_dir_kill_9_resume_evaluate_export(gcs_emulator, straight, tmp_p
   assert {"config.gin", "metrics.jsonl", "tensorboard", "train_state", "best", "numpy_checkpoints"} <= names
   steps = [json.loads(line)["step"] for line in fs.read_text(fs.join(run, "metrics.jsonl")).splitlines()
            if '"train/' in line]
-  assert steps[-1] == STEPS and set(steps) == set(range(1, STEPS + 1))
+  assert steps == list(range(1, STEPS + 1))  # one line per step: none lost, none written twice
   np.testing.assert_array_equal(prompt_files.load_prompt(fs.join(run, "numpy_checkpoints", f"checkpoint_{STEPS}")),
                                 want)
   assert not (REPO / "gs:").exists(), "a gs:// path was written under the working directory"

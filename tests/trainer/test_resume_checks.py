@@ -95,3 +95,44 @@ def test_a_truncated_metrics_line_on_gcs_is_dropped(gcs_emulator, caplog):
   writer.close()
   text = fs.read_text(fs.join(model_dir, "metrics.jsonl"))
   assert [json.loads(line)["step"] for line in text.splitlines()] == [1, 2]
+
+
+def _history(path, steps):
+  path.write_text("".join(json.dumps({"step": s, "train/loss": float(s)}) + "\n" for s in steps)
+                  + json.dumps({"step": 3, "eval/accuracy": 50.0}) + "\n")
+
+
+def test_a_resumed_run_drops_the_lines_after_its_checkpoint(tmp_path, caplog):
+  """Steps 4-5 were logged, then the run died; it resumes from the checkpoint at 3 and logs
+  4-5 again: each step keeps one line."""
+  path = tmp_path / "metrics.jsonl"
+  _history(path, [1, 2, 3, 4, 5])
+  with caplog.at_level(logging.WARNING):
+    writer = metric_writer.MetricsWriter(str(tmp_path), tensorboard=False, resume_step=3)
+  assert any("dropping 2 lines written after step 3" in r.getMessage() for r in caplog.records)
+  assert [(r["step"], sorted(r)) for r in _lines(path)] == [
+      (1, ["step", "train/loss"]), (2, ["step", "train/loss"]), (3, ["step", "train/loss"]),
+      (3, ["eval/accuracy", "step"])]  # the file is cut before anything new is written
+  writer.write(4, {"loss": 0.5}, prefix="train")
+  writer.close()
+  assert [r["step"] for r in _lines(path)] == [1, 2, 3, 3, 4] and _lines(path)[-1]["train/loss"] == 0.5
+
+
+def test_a_run_restarting_from_step_0_keeps_no_old_lines(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  _history(path, [1, 2])
+  metric_writer.MetricsWriter(str(tmp_path), tensorboard=False, resume_step=0).close()
+  assert path.read_text() == ""
+
+
+def test_lines_after_the_checkpoint_are_dropped_on_gcs_too(gcs_emulator):
+  from prompt_tuning_jax.checkpoints import fs
+  model_dir = fs.join(gcs_emulator, "orphaned_metrics")
+  fs.atomic_write(fs.join(model_dir, "metrics.jsonl"),
+                  "".join(json.dumps({"step": s, "train/loss": 1.0}) + "\n" for s in (1, 2, 3)))
+  writer = metric_writer.MetricsWriter(model_dir, tensorboard=False, resume_step=1)
+  assert [json.loads(x)["step"] for x in fs.read_text(fs.join(model_dir, "metrics.jsonl")).splitlines()] == [1]
+  writer.write(2, {"loss": 0.25}, prefix="train")
+  writer.close()
+  rows = [json.loads(x) for x in fs.read_text(fs.join(model_dir, "metrics.jsonl")).splitlines()]
+  assert [(r["step"], r["train/loss"]) for r in rows] == [(1, 1.0), (2, 0.25)]
