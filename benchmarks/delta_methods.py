@@ -59,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--seeds", type=int, default=3, help="seeds per (method, task, learning rate)")
   p.add_argument("--skip_cost", action="store_true", help="only the quality sweep")
   p.add_argument("--out_dir", default="delta_bench")
-  p.add_argument("--from_json", help="print the tables and redraw the plot from a run's delta_methods.json")
+  p.add_argument("--lrs", help="comma-separated learning rates instead of each mode's grid (to extend a grid "
+                 "whose best rate sits at its edge; merge the runs with --from_json A B)")
+  p.add_argument("--from_json", nargs="+", help="print the tables and redraw the plot from runs' delta_methods.json "
+                 "(several: their learning-rate sweeps merged per method and task)")
   return p
 
 
@@ -321,21 +324,18 @@ def quality_data(task: str, mode: str) -> dict:
 def quality(args: argparse.Namespace, mode: str) -> dict:
   """Per task: every learning rate of the grid x `--seeds` seeds (best dev accuracy of each
   run), their mean and std, and the learning rate with the best mean."""
-  import numpy as np
   runner = QualityRunner(mode, args.quality_steps)
   trainable, _ = runner.init(0)
   out = {"demo_trainable_params": int(sum(x.size for x in runner._jax.tree.leaves(trainable)))}
-  lrs, seeds = LR_GRID.get(mode, DEFAULT_LR_GRID), list(range(args.seeds))
+  lrs = [float(x) for x in args.lrs.split(",")] if args.lrs else LR_GRID.get(mode, DEFAULT_LR_GRID)
+  seeds = list(range(args.seeds))
   for task in [t for t in args.quality_tasks.split(",") if t]:
     t0 = time.perf_counter()
     scores = runner.sweep(task, quality_data(task, mode), lrs, seeds)
     sweep = {f"{lr:g}": [scores[(lr, s)] for s in seeds] for lr in lrs}
     print(json.dumps({"mode": mode, "task": task, "sweep": sweep, "seconds": round(time.perf_counter() - t0, 1),
                       "load": os.getloadavg()[0]}), flush=True)
-    means = {k: (np.mean(v) if np.all(np.isfinite(v)) else -np.inf) for k, v in sweep.items()}
-    best_lr = max(means, key=means.get)
-    out[task] = {"sweep": sweep, "best_lr": best_lr, "mean": float(np.mean(sweep[best_lr])),
-                 "std": float(np.std(sweep[best_lr], ddof=1)) if len(seeds) > 1 else 0.0}
+    out[task] = summarise(sweep)
   return out
 
 
@@ -368,6 +368,30 @@ def plot(rows: list[dict], tasks: list[str], path: str) -> None:
   fig.savefig(path, dpi=120)
 
 
+def summarise(sweep: dict[str, list[float]]) -> dict:
+  """The learning rate with the best mean over seeds (a rate with a non-finite run never
+  wins), and that rate's mean and sample std."""
+  import numpy as np
+  means = {k: (np.mean(v) if np.all(np.isfinite(v)) else -np.inf) for k, v in sweep.items()}
+  best_lr = max(means, key=means.get)
+  return {"sweep": sweep, "best_lr": best_lr, "mean": float(np.mean(sweep[best_lr])),
+          "std": float(np.std(sweep[best_lr], ddof=1)) if len(sweep[best_lr]) > 1 else 0.0}
+
+
+def merge_rows(runs: list[list[dict]], tasks: list[str]) -> list[dict]:
+  """Rows of several runs, one per method in first-seen order, each task's sweeps joined
+  (rates in increasing order) and summarised again. Runs must use the same seeds and steps."""
+  merged: dict[str, dict] = {}
+  for rows in runs:
+    for row in rows:
+      into = merged.setdefault(row["mode"], {k: v for k, v in row.items() if k not in tasks})
+      for task in tasks:
+        if task in row:
+          sweep = {**into.get(task, {}).get("sweep", {}), **row[task]["sweep"]}
+          into[task] = summarise(dict(sorted(sweep.items(), key=lambda kv: float(kv[0]))))
+  return list(merged.values())
+
+
 def report(rows: list[dict], size: str, tasks: list[str], out_dir: str) -> None:
   """The cost table, the quality table (best learning rate's mean +- std, then every rate's
   mean) and the plot, from the rows a run wrote (or `--from_json` reads back)."""
@@ -381,7 +405,10 @@ def report(rows: list[dict], size: str, tasks: list[str], out_dir: str) -> None:
   if tasks:
     def cell(q):
       per_lr = " / ".join(f"{np.mean(v):.1f}" for v in q["sweep"].values())
-      return f"**{q['mean']:.1f} +- {q['std']:.1f}** (lr {float(q['best_lr']):.2g}); {per_lr}"
+      rates = [float(k) for k in q["sweep"]]
+      edge = "^" if float(q["best_lr"]) in (min(rates), max(rates)) and len(set(
+          np.mean(v) for v in q["sweep"].values())) > 1 else ""  # best at the grid's edge: its optimum may lie beyond
+      return f"**{q['mean']:.1f} +- {q['std']:.1f}** (lr {float(q['best_lr']):.2g}{edge}); {per_lr}"
     print(format_table(["method", "trainable (demo)"] + [f"{t.replace('_taskless', '')}: mean +- std (best lr); "
                                                          "per-lr means" for t in tasks],
                        [(r["mode"], f"{r['demo_trainable_params']:,}") + tuple(cell(r[t]) for t in tasks) for r in rows]
@@ -391,11 +418,11 @@ def report(rows: list[dict], size: str, tasks: list[str], out_dir: str) -> None:
 
 def main() -> None:
   args = build_parser().parse_args()
-  if args.from_json:  # tables and plot again from a finished run, nothing trained
-    with open(args.from_json) as f:
-      saved = json.load(f)
-    tasks = [t for t in saved["args"]["quality_tasks"].split(",") if t] if saved["args"]["quality_steps"] else []
-    report(saved["rows"], saved["args"]["size"], tasks, os.path.dirname(os.path.abspath(args.from_json)))
+  if args.from_json:  # tables and plot again from finished runs, nothing trained
+    saved = [json.load(open(path)) for path in args.from_json]
+    tasks = [t for t in saved[0]["args"]["quality_tasks"].split(",") if t] if saved[0]["args"]["quality_steps"] else []
+    report(merge_rows([s["rows"] for s in saved], tasks), saved[0]["args"]["size"], tasks,
+           os.path.dirname(os.path.abspath(args.from_json[0])))
     return
   modes = [m for m in args.modes.split(",") if m]
   bad = [m for m in modes if m not in MODES]
