@@ -339,13 +339,17 @@ def quality(args: argparse.Namespace, mode: str) -> dict:
   return out
 
 
-def majority_share(task: str) -> float:
-  """Accuracy (%) of always answering the dev split's most common target."""
+def majority_share(task: str, split: str = "validation") -> float:
+  """Dev accuracy (%) of always answering `split`'s most common target: the dev majority
+  (split="validation"), or the answer a model that learned only the train labels' prior gives
+  (split="train"; on the RTE sample the train majority is the dev minority)."""
   import numpy as np
   family = _family(task)
-  _, targets = _task_arrays(task, "validation", ENCODER_POSITIONS[family], TARGET_LENGTH[family])
-  _, counts = np.unique(targets, axis=0, return_counts=True)
-  return 100.0 * counts.max() / len(targets)
+  length = ENCODER_POSITIONS[family], TARGET_LENGTH[family]
+  labels, counts = np.unique(_task_arrays(task, split, *length, limit=4000 if split == "train" else None)[1],
+                             axis=0, return_counts=True)
+  _, dev = _task_arrays(task, "validation", *length)
+  return 100.0 * np.mean(np.all(dev == labels[counts.argmax()], axis=-1))
 
 
 def plot(rows: list[dict], tasks: list[str], path: str) -> None:
@@ -412,7 +416,9 @@ def report(rows: list[dict], size: str, tasks: list[str], out_dir: str) -> None:
     print(format_table(["method", "trainable (demo)"] + [f"{t.replace('_taskless', '')}: mean +- std (best lr); "
                                                          "per-lr means" for t in tasks],
                        [(r["mode"], f"{r['demo_trainable_params']:,}") + tuple(cell(r[t]) for t in tasks) for r in rows]
-                       + [("majority class", "") + tuple(f"{majority_share(t):.1f}" for t in tasks)]))
+                       + [("dev majority class", "") + tuple(f"{majority_share(t):.1f}" for t in tasks),
+                          ("train majority class, on dev", "") + tuple(f"{majority_share(t, 'train'):.1f}"
+                                                                        for t in tasks)]))
     plot(rows, tasks, os.path.join(out_dir, "delta_quality_vs_params.png"))
 
 
