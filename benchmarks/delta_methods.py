@@ -358,11 +358,13 @@ def plot(rows: list[dict], tasks: list[str], path: str) -> None:
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(6.5, 4.2))
   for task, marker in zip(tasks, "osD^v"):
-    xs = [r["demo_trainable_params"] for r in rows]
-    ax.errorbar(xs, [r[task]["mean"] for r in rows], yerr=[r[task]["std"] for r in rows], fmt=marker,
+    done = [r for r in rows if task in r]  # a method cut short misses some tasks
+    ax.errorbar([r["demo_trainable_params"] for r in done], [r[task]["mean"] for r in done],
+                yerr=[r[task]["std"] for r in done], fmt=marker,
                 label=task.replace("_taskless", ""), capsize=2)
   for r in rows:
-    ax.annotate(r["mode"], (r["demo_trainable_params"], r[tasks[0]]["mean"]), fontsize=7)
+    if tasks[0] in r:
+      ax.annotate(r["mode"], (r["demo_trainable_params"], r[tasks[0]]["mean"]), fontsize=7)
   ax.set_xscale("log")
   ax.set_xlabel("trainable parameters (demo model)")
   ax.set_ylabel("dev accuracy (%), mean +- std over seeds, best lr")
@@ -415,7 +417,8 @@ def report(rows: list[dict], size: str, tasks: list[str], out_dir: str) -> None:
       return f"**{q['mean']:.1f} +- {q['std']:.1f}** (lr {float(q['best_lr']):.2g}{edge}); {per_lr}"
     print(format_table(["method", "trainable (demo)"] + [f"{t.replace('_taskless', '')}: mean +- std (best lr); "
                                                          "per-lr means" for t in tasks],
-                       [(r["mode"], f"{r['demo_trainable_params']:,}") + tuple(cell(r[t]) for t in tasks) for r in rows]
+                       [(r["mode"], f"{r['demo_trainable_params']:,}") + tuple(cell(r[t]) if t in r else "not run" for t in tasks)
+                        for r in rows]
                        + [("dev majority class", "") + tuple(f"{majority_share(t):.1f}" for t in tasks),
                           ("train majority class, on dev", "") + tuple(f"{majority_share(t, 'train'):.1f}"
                                                                         for t in tasks)]))
