@@ -339,17 +339,19 @@ def quality(args: argparse.Namespace, mode: str) -> dict:
   return out
 
 
-def majority_share(task: str, split: str = "validation") -> float:
-  """Dev accuracy (%) of always answering `split`'s most common target: the dev majority
-  (split="validation"), or the answer a model that learned only the train labels' prior gives
-  (split="train"; on the RTE sample the train majority is the dev minority)."""
+def majority_shares(task: str) -> tuple[float, float]:
+  """Dev accuracy (%) of always answering the dev split's most common target, and of always
+  answering the train split's (what a model that learned only the train labels' prior gives;
+  on the RTE sample the train majority is the dev minority). Each split is read once."""
   import numpy as np
   family = _family(task)
   length = ENCODER_POSITIONS[family], TARGET_LENGTH[family]
-  labels, counts = np.unique(_task_arrays(task, split, *length, limit=4000 if split == "train" else None)[1],
-                             axis=0, return_counts=True)
   _, dev = _task_arrays(task, "validation", *length)
-  return 100.0 * np.mean(np.all(dev == labels[counts.argmax()], axis=-1))
+  _, train = _task_arrays(task, "train", *length, limit=4000)
+  def share(targets):
+    labels, counts = np.unique(targets, axis=0, return_counts=True)
+    return 100.0 * np.mean(np.all(dev == labels[counts.argmax()], axis=-1))
+  return share(dev), share(train)
 
 
 def plot(rows: list[dict], tasks: list[str], path: str) -> None:
@@ -409,6 +411,8 @@ def report(rows: list[dict], size: str, tasks: list[str], out_dir: str) -> None:
         [(r["mode"], f"{r['trainable_params']:,}", f"{100 * r['share']:.4f}%", str(r["encoder_positions"]),
           fmt(r["median_step_s"], 3), fmt(r["median_step_s"] / prompt_s, 2), fmt(r["xla_gb"], 2)) for r in rows]))
   if tasks:
+    shares = {t: majority_shares(t) for t in tasks}
+
     def cell(q):
       per_lr = " / ".join(f"{np.mean(v):.1f}" for v in q["sweep"].values())
       rates = [float(k) for k in q["sweep"]]
@@ -419,16 +423,18 @@ def report(rows: list[dict], size: str, tasks: list[str], out_dir: str) -> None:
                                                          "per-lr means" for t in tasks],
                        [(r["mode"], f"{r['demo_trainable_params']:,}") + tuple(cell(r[t]) if t in r else "not run" for t in tasks)
                         for r in rows]
-                       + [("dev majority class", "") + tuple(f"{majority_share(t):.1f}" for t in tasks),
-                          ("train majority class, on dev", "") + tuple(f"{majority_share(t, 'train'):.1f}"
-                                                                        for t in tasks)]))
+                       + [("dev majority class", "") + tuple(f"{shares[t][0]:.1f}" for t in tasks),
+                          ("train majority class, on dev", "") + tuple(f"{shares[t][1]:.1f}" for t in tasks)]))
     plot(rows, tasks, os.path.join(out_dir, "delta_quality_vs_params.png"))
 
 
 def main() -> None:
   args = build_parser().parse_args()
   if args.from_json:  # tables and plot again from finished runs, nothing trained
-    saved = [json.load(open(path)) for path in args.from_json]
+    try:
+      saved = [json.load(open(path)) for path in args.from_json]
+    except (OSError, ValueError) as e:
+      raise SystemExit(f"--from_json: cannot read a run's delta_methods.json ({e})") from None
     tasks = [t for t in saved[0]["args"]["quality_tasks"].split(",") if t] if saved[0]["args"]["quality_steps"] else []
     report(merge_rows([s["rows"] for s in saved], tasks), saved[0]["args"]["size"], tasks,
            os.path.dirname(os.path.abspath(args.from_json[0])))
