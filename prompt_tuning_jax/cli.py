@@ -345,8 +345,9 @@ def check_paths(flag: str, paths: Sequence[str]) -> None:
 
 
 def check_data(data_config: Any, splits: Sequence[str]) -> None:
-  """The task (or mixture) is registered, and a local data folder holds every file its
-  sub-tasks read for `splits`; imports SeqIO and the task module, reads no example."""
+  """The task (or mixture) is registered, a local data folder holds every file its sub-tasks
+  read for `splits`, and TFDS data they read is prepared (or can be downloaded); imports SeqIO
+  and the task module, reads no example."""
   from prompt_tuning_jax.text import quiet  # pylint: disable=g-import-not-at-top
   module, name = data_config.mixture_or_task_module, data_config.mixture_or_task_name
   seqio = quiet.import_seqio()
@@ -369,6 +370,10 @@ def check_data(data_config: Any, splits: Sequence[str]) -> None:
     shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
     raise UsageError(f"{_data_dir_setting()} lacks the files task {name!r} reads: {shown}; put the official "
                      "SuperGLUE layout <dir>/<Task>/{train,val,test}.jsonl there, or unset it to read TFDS")
+  for t in subtasks:  # TFDS data that is neither prepared nor downloadable: one line now, not after the model
+    check_prepared = getattr(t.source, "check_prepared", None)
+    if callable(check_prepared):
+      check_prepared(splits)
 
 
 def _missing_local_files(task: Any, splits: Sequence[str]) -> list[Any]:

@@ -50,6 +50,7 @@ DATASETS: dict[str, tuple[str, dict[str, str], str]] = {
 }
 OUT_OF_DOMAIN = ("textbookqa", "bioasq", "race", "relationextraction", "duorc", "drop")
 TFDS_VERSION = "1.0.0"
+SQUAD_HOST, MRQA_HOST = "rajpurkar.github.io", "s3.us-east-2.amazonaws.com"  # where TFDS downloads each from
 _OFFICIAL_SPLIT = {"train": "train", "validation": "dev"}
 _settings: dict[str, str | None] = {"data_dir": None, "squad_dir": None}
 
@@ -153,11 +154,41 @@ def _squad_dataset(split: str, shuffle_files: bool = False, seed: int | None = N
   local = get_squad_dir()
   if local:
     return rows_to_dataset(read_squad_json(Path(local) / SQUAD_FILES[split]))
+  check_prepared("squad")
   import tensorflow_datasets as tfds
   ds = tfds.load(SQUAD_TFDS, split=split, shuffle_files=shuffle_files, data_dir=sources.get_tfds_data_dir(),
                  read_config=tfds.ReadConfig(shuffle_seed=seed))
   return ds.map(lambda x: {"qid": x["id"], "question": x["question"], "context": x["context"],
                            "answers": x["answers"]["text"]})
+
+
+def check_prepared(name: str) -> None:
+  """Raises MrqaDataError in seconds when set `name` reads TFDS and TFDS cannot serve it offline
+  (not prepared, no download); nothing when the official files are read instead."""
+  if name == "squad":
+    if not get_squad_dir():
+      sources.check_tfds_prepared(
+          SQUAD_TFDS, sources.get_tfds_data_dir(), host=SQUAD_HOST, error=MrqaDataError,
+          local_setting=f"{ENV_SQUAD_DIR} (or set_squad_dir) at a folder holding the official "
+                        f"{' and '.join(SQUAD_FILES.values())}")
+  elif not get_data_dir():
+    sources.check_tfds_prepared(
+        f"mrqa/{DATASETS[name][0]}:{TFDS_VERSION}", sources.get_tfds_data_dir(), host=MRQA_HOST,
+        error=MrqaDataError, local_setting=f"{ENV_DATA_DIR} (or set_data_dir) at a folder in the official MRQA "
+                                           f"layout <dir>/dev/{DATASETS[name][2]}")  # out-of-domain sets: dev only
+
+
+class MrqaSource(seqio.FunctionDataSource):
+  """One MRQA set's loader (TFDS or the official files), with the offline check the commands
+  run before any model loads (`check_prepared(splits)`, as `sources.SuperGlueSource`)."""
+
+  def __init__(self, name: str):
+    self._name = name
+    super().__init__(_dataset_fn(name), splits=task_splits(name))
+
+  def check_prepared(self, splits: Sequence[str]) -> None:
+    if any(s in self.splits for s in splits):
+      check_prepared(self._name)
 
 
 def _dataset_fn(name: str) -> Callable[..., tf.data.Dataset]:
@@ -171,6 +202,7 @@ def _dataset_fn(name: str) -> Callable[..., tf.data.Dataset]:
     local = get_data_dir()
     if local:
       return rows_to_dataset(read_official(Path(local) / _OFFICIAL_SPLIT[split] / file_name))
+    check_prepared(name)
     import tensorflow_datasets as tfds
     ds = tfds.load(f"mrqa/{tfds_config}:{TFDS_VERSION}", split=splits[split], shuffle_files=shuffle_files,
                    data_dir=sources.get_tfds_data_dir(), read_config=tfds.ReadConfig(shuffle_seed=seed))
@@ -218,7 +250,7 @@ def _add_task(name: str, vocabulary: seqio.Vocabulary) -> None:
   if full in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(full)
   seqio.TaskRegistry.add(
-      full, source=seqio.FunctionDataSource(_dataset_fn(name), splits=task_splits(name)),
+      full, source=MrqaSource(name),
       preprocessors=[squad_text, seqio.preprocessors.tokenize, seqio.CacheDatasetPlaceholder(),
                      seqio.preprocessors.append_eos_after_trim],
       output_features=superglue.output_features(vocabulary), postprocess_fn=qa_postprocess,

@@ -23,6 +23,7 @@ host answers within 3 s), "always", or "never".
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -326,28 +327,38 @@ def examples_to_dataset(task: str, examples: Sequence[Mapping[str, Any]]
 
 
 # ------------------------------------------------------------------ sources
-def _check_tfds_prepared(tfds_name: str, data_dir: Optional[str]) -> None:
-  """Raises fast when TFDS would have to download without network."""
+def check_tfds_prepared(tfds_name: str, data_dir: Optional[str], *, host: str, local_setting: str,
+                        error: type[Exception]) -> None:
+  """Raises `error` in seconds when TFDS would have to download `tfds_name` ('name/config:version')
+  without network, naming the dataset, the folder searched and both ways out: prepare it
+  where there is network, or read the official files from `local_setting`."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  builder = tfds.builder(tfds_name, data_dir=data_dir)
-  if builder.is_prepared():
-    return
+  absl_logger = logging.getLogger("absl")  # TFDS warns "Variant folder ... has no dataset_info.json"
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    builder = tfds.builder(tfds_name, data_dir=data_dir)
+    if builder.is_prepared():
+      return
+  finally:
+    absl_logger.setLevel(level)
   policy = tfds_download_policy()
-  if policy == "always" or (policy == "auto" and network_reachable()):
+  if policy == "always" or (policy == "auto" and network_reachable(host)):
     return
-  reason = (f"downloading is off ({ENV_TFDS_DOWNLOAD} / set_tfds_download: "
-            "'never')" if policy == "never" else
-            f"{DOWNLOAD_HOST} cannot be reached (no network; "
-            f"{ENV_TFDS_DOWNLOAD}=always would try anyway)")
-  raise SuperGlueDataError(
-      f"TFDS dataset {tfds_name} is not prepared under {builder.data_dir} and "
-      f"{reason}. Either prepare it where there is network (`tfds build "
-      f"super_glue --config {tfds_name.split('/')[1].split(':')[0]}` then copy "
-      f"the TFDS data dir and set TFDS_DATA_DIR or {ENV_TFDS_DATA_DIR}), or "
-      f"point {ENV_DATA_DIR} (or tasks.set_data_dir / gin "
-      f"superglue_data_dir.path) at "
-      f"a local folder in the official SuperGLUE layout <dir>/<Task>/"
-      f"{{train,val,test}}.jsonl.")
+  reason = (f"downloading is off ({ENV_TFDS_DOWNLOAD} / set_tfds_download: 'never')" if policy == "never" else
+            f"{host} cannot be reached (no network; {ENV_TFDS_DOWNLOAD}=always would try anyway)")
+  dataset, _, config = tfds_name.split(":")[0].partition("/")
+  raise error(
+      f"TFDS dataset {tfds_name} is not prepared under {builder.data_dir} and {reason}. Either prepare it "
+      f"where there is network (`tfds build {dataset}{f' --config {config}' if config else ''}` then copy the "
+      f"TFDS data dir and set TFDS_DATA_DIR or {ENV_TFDS_DATA_DIR}), or point {local_setting}.")
+
+
+def _check_superglue_tfds(tfds_name: str) -> None:
+  check_tfds_prepared(
+      tfds_name, get_tfds_data_dir(), host=DOWNLOAD_HOST, error=SuperGlueDataError,
+      local_setting=(f"{ENV_DATA_DIR} (or tasks.set_data_dir / gin superglue_data_dir.path) at a local folder "
+                     "in the official SuperGLUE layout <dir>/<Task>/{train,val,test}.jsonl"))
 
 
 class SuperGlueSource(seqio.DataSource):
@@ -393,6 +404,12 @@ class SuperGlueSource(seqio.DataSource):
     files = [self._local_file(s) for s in splits if s in self._split_files]
     return [f for f in files if f is not None and not f.is_file()]
 
+  def check_prepared(self, splits: Sequence[str]) -> None:
+    """Raises SuperGlueDataError when a split of `splits` reads TFDS and TFDS cannot serve it
+    offline (not prepared, no download): the commands call this before any model loads."""
+    if any(self._local_file(s) is None for s in splits if s in self._split_files):
+      _check_superglue_tfds(self.tfds_name)
+
   def _local_file(self, split: str) -> Optional[Path]:
     if self._local_dir is not None:
       return self._local_dir / self._split_files[split]
@@ -411,9 +428,8 @@ class SuperGlueSource(seqio.DataSource):
                        f"for SuperGLUE task {self._task!r}")
     path = self._local_file(split)
     if path is None:
-      data_dir = get_tfds_data_dir()
-      _check_tfds_prepared(self.tfds_name, data_dir)
-      ds = seqio.TfdsDataSource(self.tfds_name, tfds_data_dir=data_dir,
+      _check_superglue_tfds(self.tfds_name)
+      ds = seqio.TfdsDataSource(self.tfds_name, tfds_data_dir=get_tfds_data_dir(),
                                 splits=[split]).get_dataset(
                                     split, shuffle=shuffle, seed=seed,
                                     shard_info=shard_info)

@@ -83,6 +83,15 @@ def cases(scratch: pathlib.Path) -> list[Case]:
       Case("partial PTJ_SUPERGLUE_DIR", "train", _train(f"--gin.MODEL_DIR={run}", task),
            (f"PTJ_SUPERGLUE_DIR={partial_data} lacks the files", "RTE/val.jsonl"),
            env=(("PTJ_SUPERGLUE_DIR", str(partial_data)),), ceiling_s=SEQIO_CEILING_S, slow=True),
+      Case("SuperGLUE on TFDS, not prepared, downloads off", "train", _train(f"--gin.MODEL_DIR={run}", task),
+           ("super_glue/rte:1.0.2 is not prepared", "tfds build super_glue --config rte", "PTJ_SUPERGLUE_DIR"),
+           env=(("PTJ_TFDS_DATA_DIR", str(scratch / "tfds_empty")), ("PTJ_TFDS_DOWNLOAD", "never")),
+           ceiling_s=SEQIO_CEILING_S, slow=True),
+      Case("eval: MRQA on TFDS, not prepared, downloads off", "eval",
+           _eval("--gin.MIXTURE_OR_TASK_NAME=mrqa_bioasq"),
+           ("mrqa/bio_asq:1.0.0 is not prepared", "PTJ_MRQA_DIR", "dev/BioASQ.jsonl.gz"),
+           env=(("PTJ_TFDS_DATA_DIR", str(scratch / "tfds_empty")), ("PTJ_TFDS_DOWNLOAD", "never")),
+           ceiling_s=SEQIO_CEILING_S, slow=True),
       Case("eval: CHECKPOINT_PATH that does not exist", "eval",
            ("--gin_file=tests/tiny_inline.gin", f"--gin.CHECKPOINT_PATH={scratch}/no_such_checkpoint"),
            ("CHECKPOINT_PATH=", "no such file or directory")),
@@ -120,7 +129,7 @@ def run(case: Case, cwd: pathlib.Path, *extra: str, env: dict[str, str] | None =
         ) -> tuple[subprocess.CompletedProcess, float]:
   """`python -m prompt_tuning_jax.<command> ...` in a fresh interpreter; (result, seconds)."""
   if env is None:
-    env = {k: v for k, v in os.environ.items() if k not in ("PTJ_VERBOSE", "PTJ_SUPERGLUE_DIR")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PTJ_VERBOSE", "PTJ_SUPERGLUE_DIR", "PTJ_MRQA_DIR", "PTJ_SQUAD_DIR")}
   env = dict(env, **dict(case.env))
   env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
   start = time.perf_counter()

@@ -195,6 +195,35 @@ def test_offline_tfds_fails_fast(tmp_path, monkeypatch, policy):
   assert "PTJ_SUPERGLUE_DIR" in message
 
 
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("task_name, dataset, fix", [
+    ("superglue_rte_taskless", "super_glue/rte:1.0.2", "PTJ_SUPERGLUE_DIR"),
+    ("mrqa_squad", "squad/v1.1:3.0.0", "PTJ_SQUAD_DIR"),
+    ("mrqa_bioasq", "mrqa/bio_asq:1.0.0", "PTJ_MRQA_DIR"),
+])
+def test_commands_refuse_unprepared_tfds_before_loading(tmp_path, monkeypatch, task_name, dataset, fix):
+  """`cli.check_data` (which train and eval run before any model loads) finds TFDS data that
+  is neither prepared nor downloadable, not the first read after the model loaded."""
+  from types import SimpleNamespace
+
+  from prompt_tuning_jax import cli
+  from prompt_tuning_jax.tasks import mrqa
+  monkeypatch.setitem(mrqa._settings, "data_dir", None)  # pylint: disable=protected-access
+  monkeypatch.setitem(mrqa._settings, "squad_dir", None)  # pylint: disable=protected-access
+  for var in (mrqa.ENV_DATA_DIR, mrqa.ENV_SQUAD_DIR):
+    monkeypatch.delenv(var, raising=False)
+  monkeypatch.setattr(sources, "network_reachable", lambda *a, **k: False)
+  tasks.set_tfds_data_dir(tmp_path / "empty_tfds")
+  config = SimpleNamespace(mixture_or_task_module=None, mixture_or_task_name=task_name)
+  with pytest.raises((sources.SuperGlueDataError, mrqa.MrqaDataError)) as err:
+    cli.check_data(config, splits=("validation",))
+  message = str(err.value)
+  assert f"TFDS dataset {dataset} is not prepared under {tmp_path / 'empty_tfds'}" in message, message
+  assert "cannot be reached" in message and fix in message, message
+  tasks.set_tfds_download("always")  # a run allowed to download passes the check
+  cli.check_data(config, splits=("validation",))
+
 _DIAGNOSTIC_ROWS = {
     "axb": {"sentence1": "s1", "sentence2": "s2", "idx": 0,
             "label": "entailment"},
