@@ -27,7 +27,7 @@ import ml_dtypes  # also registers bfloat16 with numpy, for safetensors
 import numpy as np
 import safetensors.numpy
 
-from prompt_tuning_jax.checkpoints import fs, npy_header
+from prompt_tuning_jax.checkpoints import entries, fs, npy_header
 from prompt_tuning_jax.prompt import NUMPY_PROMPT_FILE, PROMPT_VARIABLE
 
 NUMPY_CHECKPOINTS_DIR = "numpy_checkpoints"
@@ -35,6 +35,7 @@ FINAL_PROMPT = "prompt.npy"  # a training run's final prompt, MODEL_DIR/prompt.n
 TRAIN_STATE_DIR = "train_state"
 PEFT_CONFIG_FILE = "adapter_config.json"
 PEFT_WEIGHTS_FILE = "adapter_model.safetensors"
+PEFT_CONFIG_MAX_BYTES = 1 << 20  # adapter_config.json is a few hundred bytes; refuse reading more
 PEFT_TENSOR = "prompt_embeddings"
 # The PEFT release whose adapter layout (config keys, tensor name) we mirror.
 PEFT_FORMAT_VERSION = "0.21.2"
@@ -253,10 +254,9 @@ def save_peft_adapter(directory: PathLike, prompt: Any, *,
 
 def _read_peft_config(directory: Location) -> dict[str, Any]:
   config_path = _join(directory, PEFT_CONFIG_FILE)
-  if not fs.isfile(config_path):
-    raise FileNotFoundError(f"PEFT adapter config not found: {config_path}")
-  try:
-    config = json.loads(fs.read_bytes(config_path).decode("utf-8"))
+  try:  # a regular file inside the adapter folder (or its hub cache), at most 1 MiB
+    config = json.loads(entries.read_bytes(config_path, entries.checkpoint_root(directory), "PEFT adapter config",
+                                           max_bytes=PEFT_CONFIG_MAX_BYTES).decode("utf-8"))
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ValueError(f"{config_path} is not valid JSON: {e}") from e
   if not isinstance(config, dict):
@@ -293,8 +293,7 @@ def load_peft_adapter(directory: PathLike, *, allow_nonfinite: bool = False) -> 
   directory = _loc(directory)
   config = _read_peft_config(directory)
   weights_path = _join(directory, PEFT_WEIGHTS_FILE)
-  if not fs.isfile(weights_path):
-    raise FileNotFoundError(f"PEFT adapter weights not found: {weights_path}")
+  entries.check(weights_path, entries.checkpoint_root(directory), "PEFT adapter weights")
   try:
     tensors = _load_safetensors(weights_path)
   except Exception as e:  # SafetensorError and friends name no file
@@ -362,7 +361,10 @@ def detect_format(path: PathLike) -> str:
         f"{NUMPY_PROMPT_FILE} (numpy checkpoint) or a training run's {FINAL_PROMPT}, "
         f"{NUMPY_CHECKPOINTS_DIR}/ or {TRAIN_STATE_DIR}/ inside it")
   if not fs.isfile(path):
-    raise FileNotFoundError(f"prompt path not found: {path}")
+    found = entries.problem(path, os.sep)  # a single file may be a link anywhere; say what is there
+    if found is None or found[0] == "does not exist":
+      raise FileNotFoundError(f"prompt path not found: {path}")
+    raise entries.CheckpointEntryError(f"prompt {path} {found[0]}")
   head = fs.read_head(path, len(_NPY_MAGIC))
   if head == _NPY_MAGIC:
     return "npy"

@@ -3,6 +3,7 @@ and the installed PEFT reads and writes the same adapters we do."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import types
 from pathlib import Path
@@ -167,6 +168,61 @@ def test_peft_adapter_errors(tmp_path):
                                 base_model_name_or_path=None,
                                 num_transformer_submodules=3)
 
+
+def _fifo(path: Path) -> None:
+  import os
+  os.mkfifo(path)
+
+
+@pytest.mark.timeout(30)  # a FIFO opened for reading would block forever
+@pytest.mark.parametrize("entry", ["adapter_config.json", "adapter_model.safetensors"])
+@pytest.mark.parametrize("what, make, expect", [
+    ("link leaving the adapter", lambda p, outside: p.symlink_to(outside), "leaves the checkpoint"),
+    ("dangling link", lambda p, outside: p.symlink_to(outside.parent / "not_there"), "dangling symlink"),
+    ("FIFO", lambda p, outside: _fifo(p), "FIFO"),
+    ("link to /dev/zero", lambda p, outside: p.symlink_to("/dev/zero"), "resolves to /dev/zero, which leaves"),
+])
+def test_peft_adapter_entries_are_regular_files_inside_it(tmp_path, entry, what, make, expect):
+  """A PEFT adapter folder is read as a checkpoint is (checkpoints/entries.py): each file it
+  opens is a regular file inside the folder (or its hub cache), named when it is not."""
+  adapter = tmp_path / "adapter"
+  prompt_files.save_peft_adapter(adapter, released("rte"), base_model_name_or_path=None)
+  outside = tmp_path / "elsewhere" / entry
+  outside.parent.mkdir()
+  (adapter / entry).rename(outside)
+  make(adapter / entry, outside)
+  with pytest.raises(prompt_files.entries.CheckpointEntryError, match=expect) as err:
+    prompt_files.load_peft_adapter(adapter)
+  assert str(adapter / entry) in str(err.value), what
+
+
+def test_peft_adapter_in_a_hub_cache_loads_through_its_links(tmp_path):
+  """The Hugging Face cache layout (snapshots/<rev>/<file> -> ../../blobs/<sha>) is inside."""
+  model = tmp_path / "models--org--prompt"
+  saved = tmp_path / "saved"
+  prompt_files.save_peft_adapter(saved, released("rte"), base_model_name_or_path=None)
+  (model / "blobs").mkdir(parents=True)
+  snapshot = model / "snapshots" / "abc123"
+  snapshot.mkdir(parents=True)
+  for i, f in enumerate(sorted(saved.iterdir())):
+    (saved / f.name).rename(model / "blobs" / f"sha{i}")
+    (snapshot / f.name).symlink_to(Path("../../blobs") / f"sha{i}")
+  assert_bit_exact(prompt_files.load_prompt(snapshot, (100, 768)), released("rte"))
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("make, expect", [
+    (_fifo, "is a FIFO (named pipe), not a regular file"),
+    (lambda p: p.symlink_to("/dev/zero"), "is a character device (through the symlink to /dev/zero)"),
+    (lambda p: p.symlink_to("/nonexistent/annex/blob"), "is a dangling symlink to '/nonexistent/annex/blob'"),
+])
+def test_single_file_prompt_that_is_not_a_file_is_named(tmp_path, make, expect):
+  path = tmp_path / "prompt.npy"
+  make(path)
+  with pytest.raises(prompt_files.entries.CheckpointEntryError, match=re.escape(f"prompt {path} {expect}")):
+    prompt_files.load_prompt(path)
+  with pytest.raises(FileNotFoundError, match="prompt path not found"):
+    prompt_files.load_prompt(tmp_path / "absent.npy")
 
 @pytest.mark.parametrize("fmt", ["npy", "numpy_checkpoint", "peft"])
 def test_wrong_shape_refused_naming_file(tmp_path, fmt):
