@@ -61,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--out_dir", default="delta_bench")
   p.add_argument("--lrs", help="comma-separated learning rates instead of each mode's grid (to extend a grid "
                  "whose best rate sits at its edge; merge the runs with --from_json A B)")
-  p.add_argument("--from_json", nargs="+", help="print the tables and redraw the plot from runs' delta_methods.json "
-                 "(several: their learning-rate sweeps merged per method and task)")
+  p.add_argument("--from_json", nargs="+", help="print the tables from runs' delta_methods.json (several: their "
+                 "learning-rate sweeps merged per method and task) and write the merged json and the plot to --out_dir")
   return p
 
 
@@ -419,12 +419,16 @@ def report(rows: list[dict], size: str, tasks: list[str], out_dir: str) -> None:
       edge = "^" if float(q["best_lr"]) in (min(rates), max(rates)) and len(set(
           np.mean(v) for v in q["sweep"].values())) > 1 else ""  # best at the grid's edge: its optimum may lie beyond
       return f"**{q['mean']:.1f} +- {q['std']:.1f}** (lr {float(q['best_lr']):.2g}{edge}); {per_lr}"
-    print(format_table(["method", "trainable (demo)"] + [f"{t.replace('_taskless', '')}: mean +- std (best lr); "
-                                                         "per-lr means" for t in tasks],
-                       [(r["mode"], f"{r['demo_trainable_params']:,}") + tuple(cell(r[t]) if t in r else "not run" for t in tasks)
-                        for r in rows]
-                       + [("dev majority class", "") + tuple(f"{shares[t][0]:.1f}" for t in tasks),
-                          ("train majority class, on dev", "") + tuple(f"{shares[t][1]:.1f}" for t in tasks)]))
+    def rates(r):  # the learning rates of the per-lr means, in their order (the union over tasks)
+      tried = sorted({float(k) for t in tasks if t in r for k in r[t]["sweep"]})
+      return ", ".join(f"{x:.2g}" for x in tried)
+
+    print(format_table(["method", "trainable (demo)", "learning rates tried"]
+                       + [f"{t.replace('_taskless', '')}: mean +- std (best lr); per-lr means" for t in tasks],
+                       [(r["mode"], f"{r['demo_trainable_params']:,}", rates(r))
+                        + tuple(cell(r[t]) if t in r else "not run" for t in tasks) for r in rows]
+                       + [("dev majority class", "", "") + tuple(f"{shares[t][0]:.1f}" for t in tasks),
+                          ("train majority class, on dev", "", "") + tuple(f"{shares[t][1]:.1f}" for t in tasks)]))
     plot(rows, tasks, os.path.join(out_dir, "delta_quality_vs_params.png"))
 
 
@@ -436,8 +440,12 @@ def main() -> None:
     except (OSError, ValueError) as e:
       raise SystemExit(f"--from_json: cannot read a run's delta_methods.json ({e})") from None
     tasks = [t for t in saved[0]["args"]["quality_tasks"].split(",") if t] if saved[0]["args"]["quality_steps"] else []
-    report(merge_rows([s["rows"] for s in saved], tasks), saved[0]["args"]["size"], tasks,
-           os.path.dirname(os.path.abspath(args.from_json[0])))
+    rows = merge_rows([s["rows"] for s in saved], tasks)
+    os.makedirs(args.out_dir, exist_ok=True)
+    keep = ("quality_tasks", "quality_steps", "size")
+    with open(os.path.join(args.out_dir, "delta_methods.json"), "w") as f:  # the merged runs, read back as one
+      json.dump(dict(args={k: saved[0]["args"][k] for k in keep}, rows=rows), f, indent=2)
+    report(rows, saved[0]["args"]["size"], tasks, args.out_dir)
     return
   modes = [m for m in args.modes.split(",") if m]
   bad = [m for m in modes if m not in MODES]
